@@ -1,0 +1,95 @@
+"""The three verbs FiffDepth needs from a Stable Diffusion stack, and the standalone (diffusers) backbone.
+
+A backbone turns pixels into *scaled* latents and back, and runs the UNet once at a raw integer timestep:
+
+| verb | in | out |
+| --- | --- | --- |
+| ``encode(rgb)`` | ``[B,3,H,W]`` in [-1,1], H and W multiples of 8 | ``[B,4,h,w]`` = posterior mean x scale |
+| ``denoise(latent, t)`` | scaled latent, int timestep (0, -1, or a ``[B]`` tensor) | raw UNet output, a scaled latent |
+| ``decode(latent)`` | scaled latent | unclamped VAE decode of latent / scale, ``[B,3,H,W]`` |
+
+Outputs are float32 on the backbone's device. No verb switches autograd off: training calls ``denoise`` with
+gradients, inference wraps the calls in ``torch.inference_mode``. The ComfyUI backbone lives in ``nodes/``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class Backbone(Protocol):
+    """What the predictor, the trainer and the evaluator need from a model stack."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor: ...
+
+    def denoise(self, latent: torch.Tensor, timestep: int | torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+def timestep_batch(timestep: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """An int64 ``[B]`` timestep tensor; -1 is kept as is (the UNet's sinusoidal embedding takes it)."""
+    t = torch.as_tensor(timestep, device=device)
+    if t.is_floating_point():
+        raise TypeError(f"`timestep` must be an integer or an integer tensor, got dtype {t.dtype}")
+    t = t.to(torch.int64)
+    if t.ndim == 0:
+        t = t.expand(batch)  # [B]
+    if t.shape != (batch,):
+        raise ValueError(f"`timestep` must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+    return t
+
+
+def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Peel DistributedDataParallel (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return module
+        module = inner
+
+
+class StandaloneBackbone:
+    """Diffusers ``UNet2DConditionModel`` + ``AutoencoderKL`` with a fixed empty-prompt embedding.
+
+    ``empty_embed`` is the text encoder's output for "" without padding, ``[1, 2, D]``. The models may live
+    in different dtypes (a trainable fp32 UNet beside a bf16 VAE); each verb casts its input to its model.
+    """
+
+    def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, empty_embed: torch.Tensor,
+                 latent_scale: float | None = None):
+        core = unwrap_module(unet)  # `unet` may be wrapped (DDP, torch.compile); forward goes through the wrapper
+        cross_dim = core.config.cross_attention_dim
+        if empty_embed.ndim != 3 or empty_embed.shape[0] != 1 or empty_embed.shape[2] != cross_dim:
+            raise ValueError(f"`empty_embed` must have shape [1, T, {cross_dim}] (the UNet's cross-attention "
+                             f"width), got {tuple(empty_embed.shape)}")
+        self.unet = unet
+        self.vae = vae
+        self.latent_scale = float(latent_scale if latent_scale is not None else vae.config.scaling_factor)
+        self.device = core.device
+        self.dtype = core.dtype
+        self.empty_embed = empty_embed.to(self.device, self.dtype)  # [1,T,D]
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return self.vae.dtype
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        posterior = self.vae.encode(rgb.to(self.vae.device, self.vae_dtype)).latent_dist
+        return posterior.mean.float() * self.latent_scale  # [B,4,h,w]
+
+    def denoise(self, latent: torch.Tensor, timestep: int | torch.Tensor) -> torch.Tensor:
+        batch = latent.shape[0]
+        t = timestep_batch(timestep, batch, self.device)  # [B]
+        context = self.empty_embed.expand(batch, -1, -1)  # [B,T,D]
+        out = self.unet(latent.to(self.device, self.dtype), t, encoder_hidden_states=context).sample
+        return out.float()  # [B,4,h,w]
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        z = (latent.float() / self.latent_scale).to(self.vae.device, self.vae_dtype)  # [B,4,h,w]
+        return self.vae.decode(z).sample.float()  # [B,3,H,W]

@@ -1,0 +1,302 @@
+"""The one checkpoint loader: find, validate and load FiffDepth weights in any supported layout.
+
+Layouts:
+
+* ``diffusers``: the official pipeline folder: ``model_index.json``, ``unet/`` and ``vae/`` (config.json +
+  safetensors or .bin weights, sharded or not, optionally the fp16 variant), ``text_encoder/`` and
+  ``tokenizer/`` (unneeded once ``empty_text_embed.safetensors`` is cached beside them).
+* ``single_files``: a folder with ``unet.safetensors``, ``vae.safetensors`` and
+  ``empty_text_embed.safetensors`` (configs in each file's metadata, or ``unet_config.json`` /
+  ``vae_config.json``, or else the SD2 geometry).
+* ``bundle``: one ``.safetensors`` file holding ``unet.*``, ``vae.*`` and ``empty_text_embed`` (configs in its
+  metadata), as written by :func:`fiffdepth_core.export.export_bundle`.
+
+All weights use diffusers key names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .architectures import SD2_UNET_CONFIG, SD2_VAE_CONFIG
+from .text_embed import EMBED_FILE, EMBED_KEY, cache_embedding, compute_empty_embedding, read_embedding
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".fp16.safetensors", ".bin", ".bin.index.json",
+                   ".fp16.bin")
+LAYOUT_HELP = (
+    "expected one of:\n"
+    "  - a diffusers pipeline folder: model_index.json, unet/{config.json, diffusion_pytorch_model.safetensors},\n"
+    "    vae/{config.json, diffusion_pytorch_model.safetensors}, and text_encoder/ + tokenizer/ or "
+    f"{EMBED_FILE}\n"
+    f"  - a folder with unet.safetensors, vae.safetensors and {EMBED_FILE}\n"
+    "  - a single .safetensors bundle with unet.*, vae.* and empty_text_embed tensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, malformed, or not a FiffDepth checkpoint."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What :func:`inspect_checkpoint` found; enough to load every part without looking again."""
+
+    path: Path
+    layout: str  # "diffusers" | "single_files" | "bundle"
+    unet_config: dict
+    vae_config: dict
+    weights: dict = field(default_factory=dict)  # component -> weights file (or the bundle)
+    embed_file: Path | None = None  # an existing cached embedding (None in a bundle: it is inside)
+    text_encoder_dir: Path | None = None
+    tokenizer_dir: Path | None = None
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae_config.get("scaling_factor", 0.18215))
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names[:30]) + (" ..." if len(names) > 30 else "") if names else "(empty folder)"
+
+
+def _find_weights(folder: Path, stem: str) -> Path | None:
+    for suffix in WEIGHT_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from err
+
+
+def check_unet_config(config: dict, where: Path) -> None:
+    """Refuse UNets that are not FiffDepth's 4-in/4-out, unconditioned-by-class SD UNet."""
+    in_ch = config.get("in_channels", 4)
+    if in_ch == 8:
+        raise CheckpointError(
+            f"{where} is not a FiffDepth checkpoint: its UNet takes 8 input channels (a Marigold-style UNet that "
+            "concatenates the RGB latent with a noisy depth latent); FiffDepth's UNet takes the 4-channel RGB "
+            "latent only")
+    if in_ch != 4 or config.get("out_channels", 4) != 4:
+        raise CheckpointError(f"{where} is not a FiffDepth checkpoint: its UNet maps {in_ch} -> "
+                              f"{config.get('out_channels')} channels, FiffDepth needs 4 -> 4")
+    for key in ("class_embed_type", "addition_embed_type", "num_class_embeds"):
+        if config.get(key) is not None:
+            raise CheckpointError(f"{where} is not a FiffDepth checkpoint: its UNet has `{key}` = {config[key]!r} "
+                                  "(a class/task embedding, as in Lotus or SDXL); FiffDepth's UNet has none")
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Identify the layout of ``path`` and validate it; raises :class:`CheckpointError` listing what is wrong."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}\n{LAYOUT_HELP}")
+    if path.is_file():
+        info = _inspect_bundle(path)
+    elif (path / "model_index.json").is_file() or (path / "unet").is_dir():
+        info = _inspect_diffusers(path)
+    elif (path / "unet.safetensors").is_file():
+        info = _inspect_single_files(path)
+    else:
+        raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder; found: {_listing(path)}\n{LAYOUT_HELP}")
+    check_unet_config(info.unet_config, path)
+    latent = info.vae_config.get("latent_channels", 4)
+    if latent != info.unet_config.get("in_channels", 4):
+        raise CheckpointError(f"{path}: the VAE has {latent} latent channels but the UNet takes "
+                              f"{info.unet_config.get('in_channels')}")
+    return info
+
+
+def _inspect_diffusers(path: Path) -> CheckpointInfo:
+    problems, configs, weights = [], {}, {}
+    for part in ("unet", "vae"):
+        folder = path / part
+        if not (folder / "config.json").is_file():
+            problems.append(f"missing {part}/config.json")
+        else:
+            configs[part] = _read_json(folder / "config.json")
+        found = _find_weights(folder, "diffusion_pytorch_model") if folder.is_dir() else None
+        if found is None:
+            problems.append(f"missing {part}/diffusion_pytorch_model.safetensors (or .bin / sharded / .fp16)")
+        weights[part] = found
+    embed = path / EMBED_FILE
+    text_dir, tok_dir = path / "text_encoder", path / "tokenizer"
+    has_text = (text_dir / "config.json").is_file() and (
+        _find_weights(text_dir, "model") or _find_weights(text_dir, "pytorch_model")) is not None
+    has_tok = (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file()
+    if not embed.is_file() and not (has_text and has_tok):
+        problems.append(f"missing the empty-prompt embedding: neither {EMBED_FILE} nor a complete text_encoder/ "
+                        "(config.json + model.safetensors) and tokenizer/ (vocab.json + merges.txt)")
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
+                              f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
+    if "unet" in configs:
+        check_unet_config(configs["unet"], path)
+    return CheckpointInfo(path, "diffusers", configs["unet"], configs["vae"], weights,
+                          embed if embed.is_file() else None,
+                          text_dir if has_text else None, tok_dir if has_tok else None)
+
+
+def _header(path: Path) -> tuple[list[str], dict]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys()), dict(handle.metadata() or {})
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path} is not a readable .safetensors file: {err}") from err
+
+
+def _config_from(metadata: dict, key: str, sidecar: Path | None, default: dict, conv_in_shape) -> dict:
+    if key in metadata:
+        return json.loads(metadata[key])
+    if sidecar is not None and sidecar.is_file():
+        return _read_json(sidecar)
+    config = dict(default)
+    if conv_in_shape is not None:
+        config["in_channels"] = int(conv_in_shape[1])
+    return config
+
+
+def _check_keys(keys: list[str], prefix: str, where: Path, part: str) -> None:
+    names = [k[len(prefix):] for k in keys if k.startswith(prefix)]
+    if any(k.startswith(("input_blocks.", "model.diffusion_model.", "diffusion_model.")) for k in names):
+        raise CheckpointError(f"{where}: the {part} weights use the original LDM key layout (as ComfyUI or A1111 "
+                              "save them); FiffDepth loads diffusers-layout weights (train/finetune.py exports them)")
+    anchor = "conv_in.weight" if part == "unet" else "encoder.conv_in.weight"
+    if anchor not in names:
+        raise CheckpointError(f"{where}: no {part} weights found (expected a `{prefix}{anchor}` tensor)")
+
+
+def _inspect_bundle(path: Path) -> CheckpointInfo:
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"{path}: single-file checkpoints must be .safetensors bundles\n{LAYOUT_HELP}")
+    keys, metadata = _header(path)
+    _check_keys(keys, "unet.", path, "unet")
+    _check_keys(keys, "vae.", path, "vae")
+    if EMBED_KEY not in keys:
+        raise CheckpointError(f"{path}: the bundle holds no `{EMBED_KEY}` tensor, and a single file carries no "
+                              "text encoder to compute it from")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        conv_in = handle.get_slice("unet.conv_in.weight").get_shape()
+    unet_cfg = _config_from(metadata, "unet_config", None, SD2_UNET_CONFIG, conv_in)
+    vae_cfg = _config_from(metadata, "vae_config", None, SD2_VAE_CONFIG, None)
+    return CheckpointInfo(path, "bundle", unet_cfg, vae_cfg, {"unet": path, "vae": path})
+
+
+def _inspect_single_files(path: Path) -> CheckpointInfo:
+    problems = [f"missing {name}" for name in ("vae.safetensors", EMBED_FILE) if not (path / name).is_file()]
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
+                              f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
+    unet_keys, unet_meta = _header(path / "unet.safetensors")
+    vae_keys, vae_meta = _header(path / "vae.safetensors")
+    _check_keys(unet_keys, "", path / "unet.safetensors", "unet")
+    _check_keys(vae_keys, "", path / "vae.safetensors", "vae")
+    from safetensors import safe_open
+
+    with safe_open(str(path / "unet.safetensors"), framework="pt") as handle:
+        conv_in = handle.get_slice("conv_in.weight").get_shape()
+    unet_cfg = _config_from(unet_meta, "config", path / "unet_config.json", SD2_UNET_CONFIG, conv_in)
+    vae_cfg = _config_from(vae_meta, "config", path / "vae_config.json", SD2_VAE_CONFIG, None)
+    return CheckpointInfo(path, "single_files", unet_cfg, vae_cfg,
+                          {"unet": path / "unet.safetensors", "vae": path / "vae.safetensors"}, path / EMBED_FILE)
+
+
+def _load_file(path: Path) -> dict[str, torch.Tensor]:
+    name = path.name
+    if name.endswith(".index.json"):
+        shards = sorted(set(_read_json(path).get("weight_map", {}).values()))
+        merged: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            merged.update(_load_file(path.parent / shard))
+        return merged
+    try:
+        if name.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read weights {path}: {err}") from err
+
+
+def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
+    """The ``unet`` or ``vae`` weights of a checkpoint, with diffusers key names."""
+    if part not in ("unet", "vae"):
+        raise ValueError(f"`part` must be 'unet' or 'vae', got {part!r}")
+    if info.layout != "bundle":
+        return _load_file(info.weights[part])
+    from safetensors import safe_open
+
+    prefix = f"{part}."
+    with safe_open(str(info.path), framework="pt") as handle:
+        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+
+
+def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
+    """The cached empty-prompt embedding ``[1, T, D]``, computing and caching it on first use."""
+    if info.layout == "bundle":
+        from safetensors import safe_open
+
+        with safe_open(str(info.path), framework="pt") as handle:
+            embed = handle.get_tensor(EMBED_KEY).float()
+        return embed if embed.ndim == 3 else embed[None]
+    if info.embed_file is not None:
+        return read_embedding(info.embed_file)
+    log.info("computing the empty-prompt embedding from %s (once)", info.text_encoder_dir)
+    embed = compute_empty_embedding(info.text_encoder_dir, info.tokenizer_dir)
+    cache_embedding(info.path / EMBED_FILE, embed)
+    return embed
+
+
+def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: str,
+                dtype: torch.dtype | None = None):
+    """Build a diffusers model from ``config`` on the meta device and adopt ``state_dict`` (strict)."""
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    except RuntimeError as err:  # shape mismatches
+        raise CheckpointError(f"{where}: the weights do not fit the config: {str(err)[:800]}") from err
+    if missing or unexpected:
+        raise CheckpointError(f"{where}: the weights do not fit the config: {len(missing)} missing keys "
+                              f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+    return model.eval()
+
+
+def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                    vae_dtype: torch.dtype | None = None):
+    """Load a checkpoint as a :class:`~fiffdepth_core.backbone.StandaloneBackbone` (needs diffusers)."""
+    try:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+    except ImportError as err:
+        raise ImportError("the standalone backbone needs diffusers: pip install 'fiffdepth[standalone]'") from err
+    from .backbone import StandaloneBackbone
+
+    info = inspect_checkpoint(path)
+    embed = empty_embedding(info)
+    if embed.shape[-1] != info.unet_config.get("cross_attention_dim"):
+        raise CheckpointError(f"{info.path}: the empty-prompt embedding has width {embed.shape[-1]} but the UNet's "
+                              f"cross-attention expects {info.unet_config.get('cross_attention_dim')}")
+    unet = instantiate(UNet2DConditionModel, info.unet_config, load_state_dict(info, "unet"), f"{info.path} (unet)",
+                       dtype).to(device)
+    vae = instantiate(AutoencoderKL, info.vae_config, load_state_dict(info, "vae"), f"{info.path} (vae)",
+                      vae_dtype or dtype).to(device)
+    return StandaloneBackbone(unet, vae, embed, latent_scale=info.latent_scale)

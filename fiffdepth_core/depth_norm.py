@@ -1,0 +1,53 @@
+"""Training targets in depth space: percentile normalisation of GT depth, and teacher disparity -> depth.
+
+Both produce maps in [-1,1] (near = -1, far = +1) that the VAE encodes into target latents (METHOD.md).
+Maps are ``[1,H,W]`` (or ``[H,W]``) float tensors; masks are bool tensors of the same shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .postprocess import quantile
+
+
+def normalize_depth(depth: torch.Tensor, valid: torch.Tensor, low: float = 0.02,
+                    high: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map the ``low``/``high`` quantiles of valid positive depth to -1/+1 and clip (Marigold's normaliser).
+
+    Returns ``(normalised, valid)``. An image with no valid pixel, or a flat one, comes back all zeros with an
+    all-False mask, so the loss ignores it instead of dividing by zero.
+    """
+    if depth.shape != valid.shape:
+        raise ValueError(f"`depth` and `valid` must have the same shape, got {tuple(depth.shape)} and "
+                         f"{tuple(valid.shape)}")
+    depth = depth.float()
+    valid = valid.bool() & torch.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        return torch.zeros_like(depth), valid
+    values = depth[valid]
+    d_low, d_high = quantile(values, low), quantile(values, high)
+    if not d_high > d_low:
+        return torch.zeros_like(depth), torch.zeros_like(valid)
+    normalised = ((depth - d_low) / (d_high - d_low) * 2.0 - 1.0).clamp(-1.0, 1.0)
+    return torch.where(valid, normalised, torch.zeros_like(normalised)), valid
+
+
+def disparity_to_depth_target(disparity: torch.Tensor, eps: float = 1e-3, low: float = 0.02,
+                              high: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
+    """A depth-like [-1,1] target from a teacher's relative disparity (Depth Anything: large = near, sky ~ 0).
+
+    Small disparities are capped at ``eps`` x the 99th percentile so sky and far regions stay finite, the result
+    is inverted to depth and normalised with the same quantiles as GT depth; sky and far saturate at +1 and stay
+    valid (METHOD.md, project choice). Returns ``(target, valid)``; only non-finite teacher pixels are invalid.
+    """
+    disparity = disparity.float()
+    valid = torch.isfinite(disparity)
+    if not valid.any():
+        return torch.zeros_like(disparity), valid
+    top = quantile(disparity[valid], 0.99)
+    if not top > 0:
+        return torch.zeros_like(disparity), torch.zeros_like(valid)
+    capped = torch.where(valid, disparity, top).clamp_min(eps * top)
+    depth = 1.0 / capped
+    return normalize_depth(depth, valid, low, high)

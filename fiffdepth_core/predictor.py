@@ -1,0 +1,171 @@
+"""FiffDepth inference: one deterministic UNet pass at t = 0 on the RGB latent (METHOD.md, steps 1-6).
+
+Shape letters: B images, H x W input size, PH x PW processing size, QH x QW padded size (multiples of
+``pad_multiple``), h x w latent size (QH/8 x QW/8).
+
+Every entry point (ComfyUI node, CLI, training validation, evaluation) calls :func:`predict_depth`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .backbone import Backbone
+from .image import pad_to_multiple, processing_size, resize, to_rgb, unpad
+from .tiling import TileConfig, tiled_decode, tiled_encode
+
+log = logging.getLogger(__name__)
+
+PASSES = ("detailed", "filtered")  # t = 0 (the paper's output), t = -1 (the learned low-pass filter)
+PASS_TIMESTEPS = {"detailed": (0,), "filtered": (0, -1)}
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model produced NaN or inf (usually fp16 overflow)."""
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How to run the pass. Every field has a default that reproduces the official pipeline."""
+
+    processing_resolution: int = 768  # long edge in px; 0 = native size (official default 768, from Marigold)
+    pad_multiple: int = 64  # SD2's UNet halves the latent three times: 8 px x 2**3 (project choice, see METHOD.md)
+    batch_size: int = 1  # images per model call
+    depth_pass: str = "detailed"  # "detailed" (t = 0) or "filtered" (t = 0, then t = -1)
+    tiles: TileConfig | None = None  # tiled VAE encode/decode for large images; None = whole image
+
+    def __post_init__(self):
+        check_int("processing_resolution", self.processing_resolution, 0, 16384, "0 keeps the native size")
+        check_int("pad_multiple", self.pad_multiple, 8, 512, "SD VAEs need multiples of 8")
+        if self.pad_multiple % 8:
+            raise ValueError(f"`pad_multiple` must be a multiple of 8, got {self.pad_multiple}")
+        check_int("batch_size", self.batch_size, 1, 4096)
+        if self.depth_pass not in PASSES:
+            raise ValueError(f"`depth_pass` must be one of {PASSES}, got {self.depth_pass!r}")
+
+
+def check_int(name: str, value, low: int, high: int, hint: str = "") -> None:
+    """Raise a ValueError/TypeError naming ``name`` unless ``low <= value <= high`` for an int ``value``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        extra = f" ({hint})" if hint else ""
+        raise ValueError(f"`{name}` must be between {low} and {high}{extra}, got {value}")
+
+
+def check_images(images: torch.Tensor) -> None:
+    """Validate a ``[B,C,H,W]`` float image batch in [0,1] with C in 1..4."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"`images` must be a torch.Tensor [B,C,H,W], got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] not in (1, 2, 3, 4) or images.shape[0] == 0:
+        raise ValueError(f"`images` must have shape [B,C,H,W] with B >= 1 and C in 1..4, got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"`images` must be a float tensor with values in [0,1], got dtype {images.dtype}")
+    if images.shape[-2] < 1 or images.shape[-1] < 1:
+        raise ValueError(f"`images` must be at least 1x1 pixels, got {tuple(images.shape[-2:])}")
+    if not torch.isfinite(images).all():
+        raise ValueError("`images` contains NaN or inf values")
+    low, high = images.min().item(), images.max().item()
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ValueError(f"`images` values must lie in [0,1], got range [{low:.4g}, {high:.4g}]")
+
+
+def latent_to_depth(decoded: torch.Tensor) -> torch.Tensor:
+    """Decoded ``[B,3,H,W]`` -> depth ``[B,1,H,W]`` in [0,1]: channel mean, clip to [-1,1], map (x+1)/2.
+
+    Raises :class:`NonFiniteOutputError` when the decode holds NaN or inf (clipping would hide inf).
+    """
+    mean = decoded.mean(dim=1, keepdim=True)  # [B,1,H,W]
+    if not torch.isfinite(mean).all():
+        raise NonFiniteOutputError("the decoded depth holds NaN/inf values")
+    return (mean.clamp(-1.0, 1.0) + 1.0) / 2.0  # [B,1,H,W]
+
+
+def _chunks(total: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+def predict_depth(backbone: Backbone, images: torch.Tensor, config: PredictConfig = PredictConfig(),
+                  progress: Callable[[int, int], None] | None = None,
+                  interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """Affine-invariant depth in [0,1] (0 = near, 1 = far) for a batch of same-sized images.
+
+    Args:
+        backbone: a :class:`~fiffdepth_core.backbone.Backbone` (standalone or ComfyUI).
+        images: ``[B,C,H,W]`` float in [0,1]; C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA).
+        config: resolution, padding, batching and pass; see :class:`PredictConfig`.
+        progress: called as ``progress(steps_done, steps_total)`` after each model call.
+        interrupt: called before each model call; raise from it to cancel.
+
+    Returns:
+        ``[B,H,W]`` float32 on the device of ``images``: the raw depth of the reference pipeline.
+    """
+    check_images(images)
+    batch, _, height, width = images.shape
+    timesteps = PASS_TIMESTEPS[config.depth_pass]
+    chunks = _chunks(batch, config.batch_size)
+    total_steps = len(chunks) * (2 + len(timesteps))
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total_steps)
+
+    def check() -> None:
+        if interrupt is not None:
+            interrupt()
+
+    # The stages run over all chunks in turn (all encodes, then all UNet passes, then all decodes), so a host
+    # that keeps one model on the GPU at a time swaps models twice per call, not per chunk.
+    # 1-2. RGB in [0,1] -> [-1,1]; long edge to the processing resolution; replicate-pad to the multiple.
+    # 3. Model invocation: VAE encoder. Latent = posterior mean x scale.
+    proc_h, proc_w = processing_size(height, width, config.processing_resolution)
+    latents, padding = [], (0, 0)
+    for part in chunks:
+        check()
+        rgb = to_rgb(images[part]).to(backbone.device, torch.float32)  # [b,3,H,W]
+        rgb = resize(rgb, (proc_h, proc_w)) * 2.0 - 1.0  # [b,3,PH,PW]
+        rgb, padding = pad_to_multiple(rgb, config.pad_multiple)  # [b,3,QH,QW]
+        latents.append(_encode(backbone, rgb, config.tiles))  # [b,4,h,w]
+        step()
+
+    # 4. Model invocation: UNet at t = 0 (and t = -1 for the filtered pass). The output is the depth latent.
+    for i in range(len(latents)):
+        for t in timesteps:
+            check()
+            latents[i] = backbone.denoise(latents[i], t)  # [b,4,h,w]
+        step()
+
+    # 5. Model invocation: VAE decoder (unclamped); channel mean, clip, map to [0,1].
+    # 6. Remove the padding, resize back to the input size, clip to [0,1].
+    out = torch.empty((batch, height, width), dtype=torch.float32, device=images.device)
+    for part, latent in zip(chunks, latents):
+        check()
+        try:
+            depth = latent_to_depth(_decode(backbone, latent, config.tiles))  # [b,1,QH,QW]
+        except NonFiniteOutputError:
+            raise NonFiniteOutputError(
+                f"the model produced NaN/inf depth with the UNet in {backbone.dtype}: this usually means fp16 "
+                "overflow; run in bf16 or fp32 instead") from None
+        depth = resize(unpad(depth, padding), (height, width)).clamp(0.0, 1.0)  # [b,1,H,W]
+        out[part] = depth[:, 0].to(images.device)  # [b,H,W]
+        step()
+    return out
+
+
+def _encode(backbone: Backbone, rgb: torch.Tensor, tiles: TileConfig | None) -> torch.Tensor:
+    if tiles is not None and tiles.applies(rgb.shape[-2:]):
+        return tiled_encode(backbone.encode, rgb, tiles)
+    return backbone.encode(rgb)
+
+
+def _decode(backbone: Backbone, latent: torch.Tensor, tiles: TileConfig | None) -> torch.Tensor:
+    if tiles is not None and tiles.applies((latent.shape[-2] * 8, latent.shape[-1] * 8)):
+        return tiled_decode(backbone.decode, latent, tiles)
+    return backbone.decode(latent)

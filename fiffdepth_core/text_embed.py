@@ -1,0 +1,68 @@
+"""The empty-prompt embedding: the SD2 text encoder's output for "" without padding, ``[1, 2, D]``.
+
+FiffDepth conditions every UNet call on this constant. It is computed once from the checkpoint's own text
+encoder and tokenizer and cached beside the weights as ``empty_text_embed.safetensors``, so later loads
+need neither the text encoder nor transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+EMBED_FILE = "empty_text_embed.safetensors"
+EMBED_KEY = "empty_text_embed"
+
+
+def compute_empty_embedding(text_encoder_dir: str | Path, tokenizer_dir: str | Path) -> torch.Tensor:
+    """Run the text encoder on the unpadded empty prompt (BOS, EOS) in fp32 on the CPU -> ``[1, 2, D]``."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+    ids = tokenizer("", padding="do_not_pad", truncation=True, return_tensors="pt").input_ids  # [1,2]
+    encoder = CLIPTextModel.from_pretrained(str(text_encoder_dir), torch_dtype=torch.float32).eval()
+    with torch.inference_mode():
+        embed = encoder(ids).last_hidden_state  # [1,2,D]
+    return embed.float().contiguous()
+
+
+def read_embedding(path: str | Path) -> torch.Tensor:
+    """Load a cached embedding file -> float32 ``[1, T, D]``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    if EMBED_KEY not in tensors:
+        raise ValueError(f"{path} holds no `{EMBED_KEY}` tensor (found keys {sorted(tensors)[:5]})")
+    embed = tensors[EMBED_KEY].float()
+    if embed.ndim == 2:
+        embed = embed[None]  # [1,T,D]
+    if embed.ndim != 3 or embed.shape[0] != 1:
+        raise ValueError(f"`{EMBED_KEY}` in {path} must have shape [1, T, D], got {tuple(embed.shape)}")
+    return embed
+
+
+def write_embedding(path: str | Path, embed: torch.Tensor, overwrite: bool = False) -> Path:
+    """Save ``embed`` ``[1, T, D]`` as a safetensors file (never replacing an existing file by default)."""
+    from safetensors.torch import save_file
+
+    from .files import _write_atomic
+
+    tensor = embed.detach().float().cpu().contiguous()
+    metadata = {"prompt": "", "padding": "none", "shape": "x".join(map(str, tensor.shape))}
+    return _write_atomic(Path(path), lambda tmp: save_file({EMBED_KEY: tensor}, str(tmp), metadata=metadata),
+                         overwrite)
+
+
+def cache_embedding(path: Path, embed: torch.Tensor) -> None:
+    """Best-effort cache write: a read-only checkpoint folder only costs a recomputation next time."""
+    try:
+        write_embedding(path, embed)
+        log.info("cached the empty-prompt embedding in %s", path)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        log.warning("could not cache the empty-prompt embedding in %s (%s); it will be recomputed", path, err)

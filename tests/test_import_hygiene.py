@@ -1,0 +1,36 @@
+"""House rule 2: fiffdepth_core imports no host, training or accelerate module (checked in a clean process)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+FORBIDDEN = ("comfy", "comfy_api", "comfy_extras", "server", "nodes", "folder_paths", "accelerate", "train",
+             "execution")
+CORE = Path(__file__).resolve().parents[1] / "fiffdepth_core"
+
+
+def test_no_forbidden_import_statements():
+    offenders = []
+    for path in CORE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+    assert offenders == []
+
+
+def test_importing_every_core_module_loads_no_host_module():
+    modules = sorted(p.stem for p in CORE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    code = ("import sys, importlib\n"
+            f"for m in {modules!r}: importlib.import_module('fiffdepth_core.' + m)\n"
+            f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=CORE.parent, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
