@@ -300,3 +300,35 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
     vae = instantiate(AutoencoderKL, info.vae_config, load_state_dict(info, "vae"), f"{info.path} (vae)",
                       vae_dtype or dtype).to(device)
     return StandaloneBackbone(unet, vae, embed, latent_scale=info.latent_scale)
+
+
+def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
+    """Checkpoint names under ``root`` (relative paths, '/'-separated): diffusers folders, folders of single
+    files, and ``.safetensors`` bundles (files whose header holds ``unet.`` and ``vae.`` tensors)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found: list[str] = []
+
+    def visit(folder: Path, depth: int) -> None:
+        for entry in sorted(folder.iterdir()):
+            name = entry.relative_to(root).as_posix()
+            if entry.is_dir():
+                if (entry / "model_index.json").is_file() or (entry / "unet" / "config.json").is_file() \
+                        or (entry / "unet.safetensors").is_file():
+                    found.append(name)
+                elif depth < max_depth:
+                    visit(entry, depth + 1)
+            elif entry.suffix == ".safetensors" and _is_bundle(entry):
+                found.append(name)
+
+    visit(root, 0)
+    return found
+
+
+def _is_bundle(path: Path) -> bool:
+    try:
+        keys, _ = _header(path)
+    except CheckpointError:
+        return False
+    return "unet.conv_in.weight" in keys and "vae.encoder.conv_in.weight" in keys

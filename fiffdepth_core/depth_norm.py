@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .postprocess import quantile
+from .postprocess import quantiles
 
 
 def normalize_depth(depth: torch.Tensor, valid: torch.Tensor, low: float = 0.02,
@@ -26,7 +26,7 @@ def normalize_depth(depth: torch.Tensor, valid: torch.Tensor, low: float = 0.02,
     if not valid.any():
         return torch.zeros_like(depth), valid
     values = depth[valid]
-    d_low, d_high = quantile(values, low), quantile(values, high)
+    d_low, d_high = quantiles(values, (low, high))
     if not d_high > d_low:
         return torch.zeros_like(depth), torch.zeros_like(valid)
     normalised = ((depth - d_low) / (d_high - d_low) * 2.0 - 1.0).clamp(-1.0, 1.0)
@@ -45,7 +45,7 @@ def disparity_to_depth_target(disparity: torch.Tensor, eps: float = 1e-3, low: f
     valid = torch.isfinite(disparity)
     if not valid.any():
         return torch.zeros_like(disparity), valid
-    top = quantile(disparity[valid], 0.99)
+    top = quantiles(disparity[valid], (0.99,))[0]
     if not top > 0:
         return torch.zeros_like(disparity), torch.zeros_like(valid)
     capped = torch.where(valid, disparity, top).clamp_min(eps * top)

@@ -7,6 +7,7 @@ taken over the whole batch instead.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # ColorBrewer "Spectral" (11 classes), the colormap the reference pipeline uses for previews: red = near.
@@ -16,17 +17,24 @@ SPECTRAL_HEX = ("9e0142", "d53e4f", "f46d43", "fdae61", "fee08b", "ffffbf",
 NORMALIZATIONS = ("per_image", "whole_batch")
 
 
-def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
-    """Linear-interpolated quantile of a flat tensor (like ``torch.quantile``, without its 16M-element cap)."""
-    n = values.numel()
-    pos = q * (n - 1)
-    lower = int(pos)
-    upper = min(lower + 1, n - 1)
-    low_value = values.kthvalue(lower + 1).values
-    if upper == lower:
-        return low_value
-    high_value = values.kthvalue(upper + 1).values
-    return low_value + (high_value - low_value) * (pos - lower)
+TORCH_QUANTILE_LIMIT = 2**24  # torch.quantile refuses larger inputs
+
+
+def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """Linear-interpolated quantiles of a flat tensor (``torch.quantile``'s definition, without its size cap)."""
+    values = values.reshape(-1).float()
+    if values.device.type == "cpu":  # numpy selects instead of sorting: several times faster on the CPU
+        return torch.from_numpy(np.quantile(values.numpy(), qs).astype(np.float32))
+    if values.numel() <= TORCH_QUANTILE_LIMIT:
+        return torch.quantile(values, torch.tensor(qs, dtype=values.dtype, device=values.device))
+    n, out = values.numel(), []
+    for q in qs:  # exact order statistics without sorting everything
+        pos = q * (n - 1)
+        lower = int(pos)
+        low = values.kthvalue(lower + 1).values
+        high = values.kthvalue(min(lower + 2, n)).values
+        out.append(low + (high - low) * (pos - lower))
+    return torch.stack(out)
 
 
 def controlnet_depth(depth: torch.Tensor, normalization: str = "per_image", low: float = 0.02,
@@ -44,7 +52,7 @@ def controlnet_depth(depth: torch.Tensor, normalization: str = "per_image", low:
         raise ValueError(f"`depth` must have shape [B,H,W], got {tuple(depth.shape)}")
     depth = depth.float()
     groups = [depth.reshape(-1)] if normalization == "whole_batch" else list(depth.reshape(depth.shape[0], -1))
-    bounds = torch.stack([torch.stack([quantile(g, low), quantile(g, high)]) for g in groups])  # [G,2]
+    bounds = torch.stack([quantiles(g, (low, high)) for g in groups])  # [G,2]
     if normalization == "whole_batch":
         bounds = bounds.expand(depth.shape[0], 2)  # [B,2]
     lo = bounds[:, 0, None, None]  # [B,1,1]

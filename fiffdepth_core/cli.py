@@ -1,0 +1,170 @@
+"""Command line: ``python -m fiffdepth_core predict IMAGE_OR_FOLDER... --checkpoint PATH``.
+
+Images of different sizes may be mixed: consecutive images of the same size are batched together. Every output
+path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from .files import FORMATS, WRITERS, list_images, load_image, output_path, write_png8
+from .image import to_rgb
+from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
+from .predictor import PASSES, NonFiniteOutputError, PredictConfig, predict_depth
+from .runtime import DTYPES, choose_tiles, free_memory, resolve_device, resolve_dtypes
+
+log = logging.getLogger("fiffdepth")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fiffdepth_core", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="estimate depth for images and folders of images")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders of images (not recursive)")
+    p.add_argument("--checkpoint", required=True, help="FiffDepth checkpoint: diffusers folder, folder of "
+                   "single files, or one .safetensors bundle")
+    p.add_argument("--processing-resolution", type=int, default=768,
+                   help="long edge the model sees, in px (default 768; 0 = native size)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+    p.add_argument("--format", nargs="+", default=["npy", "png16"], choices=FORMATS, metavar="FORMAT",
+                   help=f"outputs to write, any of {', '.join(FORMATS)} (default: npy png16)")
+    p.add_argument("--output-dir", default="fiffdepth_output", help="folder for outputs (default ./fiffdepth_output)")
+    p.add_argument("--pass", dest="depth_pass", default="detailed", choices=PASSES,
+                   help="detailed = t=0 (the paper's output); filtered = t=-1 low-pass pass")
+    p.add_argument("--normalization", default="per_image", choices=NORMALIZATIONS,
+                   help="ControlNet output: normalise each image, or the whole run at once (video)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
+    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="UNet precision (auto: fp32 on CPU, "
+                   "bf16 on GPUs that have it, else fp16)")
+    p.add_argument("--vae-tiling", default="auto", choices=("auto", "on", "off"),
+                   help="tiled VAE for large images (auto: when the whole image would not fit in memory)")
+    p.add_argument("--tile-size", type=int, default=1024, help="VAE tile size in px when tiling (default 1024)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    return parser
+
+
+def _targets(images: list[Path], args) -> dict[Path, dict[str, Path]]:
+    targets, seen = {}, {}
+    for image in images:
+        if image.stem in seen:
+            raise SystemExit(f"error: two inputs share the name {image.stem!r} ({seen[image.stem]} and {image}); "
+                             "their outputs would collide — run them into different --output-dir folders")
+        seen[image.stem] = image
+        targets[image] = {fmt: output_path(args.output_dir, image.stem, fmt) for fmt in args.format}
+    if not args.overwrite:
+        existing = [str(p) for paths in targets.values() for p in paths.values() if p.exists()]
+        if existing:
+            more = f" (and {len(existing) - 10} more)" if len(existing) > 10 else ""
+            raise SystemExit(f"error: {len(existing)} output file(s) already exist, e.g. {', '.join(existing[:10])}"
+                             f"{more}; pass --overwrite to replace them")
+    return targets
+
+
+def _groups(images: list[Path], batch_size: int):
+    """Consecutive same-size images, at most ``batch_size`` at a time: (paths, [B,3,H,W] tensor)."""
+    paths, tensors = [], []
+    for path in images:
+        rgb = to_rgb(load_image(path)[None])[0]  # [3,H,W]
+        if tensors and (rgb.shape != tensors[0].shape or len(tensors) == batch_size):
+            yield paths, torch.stack(tensors)
+            paths, tensors = [], []
+        paths.append(path)
+        tensors.append(rgb)
+    if tensors:
+        yield paths, torch.stack(tensors)
+
+
+def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batch_depths: list) -> None:
+    for fmt, target in targets.items():
+        if fmt in WRITERS:
+            WRITERS[fmt](target, depth, overwrite=args.overwrite)
+        elif fmt == "color":
+            write_png8(target, colorize(depth[None])[0], overwrite=args.overwrite)
+        elif fmt == "controlnet" and args.normalization == "per_image":
+            write_png8(target, controlnet_depth(depth[None])[0], overwrite=args.overwrite)
+    if "controlnet" in targets and args.normalization == "whole_batch":
+        batch_depths.append((targets["controlnet"], depth))
+
+
+def run_predict(args) -> int:
+    images = list_images(args.inputs)
+    if not images:
+        raise SystemExit("error: no images found in " + ", ".join(args.inputs))
+    targets = _targets(images, args)
+    config = PredictConfig(processing_resolution=args.processing_resolution, batch_size=args.batch_size,
+                           depth_pass=args.depth_pass)
+    device = resolve_device(args.device)
+    unet_dtype, vae_dtype = resolve_dtypes(args.dtype, device)
+    from .checkpoint import load_standalone
+
+    backbone = load_standalone(args.checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype)
+    log.info("loaded %s on %s (UNet %s, VAE %s)", args.checkpoint, device, unet_dtype, vae_dtype)
+    bar = _progress(len(images), args.quiet)
+    pending = []
+    for paths, batch in _groups(images, args.batch_size):
+        tiles = choose_tiles(args.vae_tiling, args.tile_size, batch.shape, config, free_memory(device), vae_dtype)
+        run_config = replace(config, tiles=tiles)
+        try:
+            with torch.inference_mode():
+                depths = predict_depth(backbone, batch, run_config)
+        except NonFiniteOutputError as err:
+            if backbone.dtype == torch.float32:
+                raise
+            log.warning("%s; retrying %s in fp32", err, ", ".join(p.name for p in paths))
+            backbone = load_standalone(args.checkpoint, device=device, dtype=torch.float32)
+            with torch.inference_mode():
+                depths = predict_depth(backbone, batch, run_config)
+        for path, depth in zip(paths, depths):
+            _write(path, depth, targets[path], args, pending)
+        bar.update(len(paths))
+    bar.close()
+    if pending:
+        maps = controlnet_depth(torch.stack([d for _, d in pending]), normalization="whole_batch")
+        for (target, _), cn in zip(pending, maps):
+            write_png8(target, cn, overwrite=args.overwrite)
+    log.info("wrote %d image(s) x %s to %s", len(images), ", ".join(args.format), args.output_dir)
+    return 0
+
+
+def _progress(total: int, quiet: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional: count in the log instead
+        tqdm = None
+    if tqdm is None or quiet:
+        class _Quiet:
+            def update(self, n):
+                pass
+
+            def close(self):
+                pass
+        return _Quiet()
+    return tqdm(total=total, unit="img", desc="FiffDepth")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    for name in ("diffusers", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--processing-resolution",
+                                                                     args.processing_resolution, 0)):
+        if value < low:
+            raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
+    try:
+        return run_predict(args)
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+        log.error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Choices entry points make for the core: device, precision, and whether the VAE must run in tiles.
+
+Core functions take these as arguments (house rule 6); the CLI, benchmarks and evaluation call the helpers here,
+the ComfyUI node asks ComfyUI instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from .image import processing_size
+from .tiling import TileConfig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Peak VAE activation bytes per pixel per image, per byte of dtype, for SD's 128-channel VAE (the constants
+# ComfyUI's model management uses; they overestimate smaller VAEs, which only makes tiling start earlier).
+VAE_ENCODE_BYTES_PER_PIXEL = 1767
+VAE_DECODE_BYTES_PER_PIXEL = 2178
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"`device` must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` {name!r} was asked for but this torch build sees no CUDA device")
+    return device
+
+
+def resolve_dtypes(name: str, device: torch.device) -> tuple[torch.dtype, torch.dtype]:
+    """(UNet dtype, VAE dtype). ``auto``: fp32 on the CPU; bf16 where the GPU has it, else fp16 UNet + fp32 VAE.
+
+    The SD VAE overflows in fp16, so an fp16 request keeps the VAE in bf16 (if supported) or fp32.
+    """
+    if name != "auto" and name not in DTYPES:
+        raise ValueError(f"`dtype` must be one of auto, {', '.join(DTYPES)}, got {name!r}")
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if name == "auto":
+        if device.type == "cpu":
+            return torch.float32, torch.float32
+        name = "bf16" if bf16_ok else "fp16"
+    unet = DTYPES[name]
+    vae = unet if unet != torch.float16 else (torch.bfloat16 if bf16_ok else torch.float32)
+    return unet, vae
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes available for tensors on ``device``, or None when it cannot be known (MPS)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        meminfo = Path("/proc/meminfo")
+        if meminfo.is_file():
+            for line in meminfo.read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        try:
+            import psutil
+        except ImportError:
+            return None
+        return int(psutil.virtual_memory().available)
+    return None
+
+
+def vae_bytes(height: int, width: int, batch: int, dtype: torch.dtype) -> int:
+    """Estimated peak VAE memory for a ``batch`` of padded ``height`` x ``width`` images."""
+    per_pixel = max(VAE_ENCODE_BYTES_PER_PIXEL, VAE_DECODE_BYTES_PER_PIXEL)
+    return per_pixel * height * width * batch * torch.finfo(dtype).bits // 8
+
+
+def choose_tiles(mode: str, tile_size: int, batch_shape, config, free_bytes: int | None,
+                 vae_dtype: torch.dtype) -> TileConfig | None:
+    """Tiles for ``mode`` on/off/auto. ``auto`` tiles when the untiled VAE would need over 80% of ``free_bytes``
+    (the caller's measure of free memory on the VAE's device; None = unknown, no tiling)."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"`vae_tiling` must be auto, on or off, got {mode!r}")
+    if mode == "off":
+        return None
+    tiles = TileConfig(tile_size=tile_size, overlap=max(8, tile_size // 8 // 8 * 8))
+    if mode == "on":
+        return tiles
+    height, width = processing_size(batch_shape[-2], batch_shape[-1], config.processing_resolution)
+    multiple = config.pad_multiple
+    height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    need = vae_bytes(height, width, min(config.batch_size, batch_shape[0]), vae_dtype)
+    if free_bytes is None or need <= 0.8 * free_bytes or not tiles.applies((height, width)):
+        return None
+    log.info("VAE needs about %.1f GiB for %dx%d but %.1f GiB is free: using %d px tiles",
+             need / 2**30, height, width, free_bytes / 2**30, tile_size)
+    return tiles

@@ -1,0 +1,95 @@
+"""FiffDepthEstimate: one FiffDepth pass on the host's own MODEL and VAE -> ControlNet depth + raw depth."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+import comfy.model_management as mm
+import comfy.utils
+
+from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
+from ..fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth
+from ..fiffdepth_core.runtime import choose_tiles
+from .host_backbone import HostBackbone, conditioning_tensor
+
+TILE_SIZE = 1024
+
+
+def empty_prompt_context(model, conditioning=None, clip=None):
+    """The unpadded empty-prompt embedding ``[1,T,D]`` from a CONDITIONING or, failing that, an SD2 CLIP."""
+    width = model.model.model_config.unet_config.get("context_dim")
+    if conditioning is not None:
+        context = conditioning_tensor(conditioning)
+        if context.ndim != 3 or context.shape[0] != 1 or context.shape[1] >= 77:
+            raise ValueError(
+                f"`conditioning` must be the unpadded empty-prompt embedding [1,2,{width}] (FiffDepthLoader's "
+                f"CONDITIONING or core's LotusConditioning), got shape {tuple(context.shape)}; a 77-token "
+                "CLIPTextEncode output changes the model's input: connect the CLIP to `clip` instead")
+    elif clip is not None:
+        clip = clip.clone()
+        clip.layer_idx = None  # the SD2 default (penultimate layer), whatever CLIPSetLastLayer chose upstream
+        context = clip.encode_from_tokens(clip.tokenize(""))[:, :2]  # causal encoder: BOS and EOS never see padding
+    else:
+        raise ValueError("FiffDepthEstimate needs the empty-prompt embedding: connect `conditioning` "
+                         "(FiffDepthLoader or LotusConditioning) or an SD2 `clip`")
+    if context.shape[-1] != width:
+        raise ValueError(f"the empty-prompt embedding has width {context.shape[-1]}, but this UNet's cross-attention "
+                         f"expects {width} (is the CLIP an SD2 OpenCLIP-H text encoder?)")
+    return context
+
+
+class FiffDepthEstimate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FiffDepthEstimate",
+            display_name="FiffDepth Estimate",
+            category="FiffDepth",
+            description="FiffDepth monocular depth in one deterministic UNet pass (t=0) on the connected MODEL and "
+                        "VAE. `controlnet` is ready for depth ControlNets (near = white, robustly normalised, input "
+                        "size); `depth` is the raw affine-invariant depth in [0,1] (0 = near) for 3D/VFX.",
+            inputs=[
+                io.Model.Input("model", tooltip="FiffDepth UNet (FiffDepthLoader, or UNETLoader on a FiffDepth UNet)"),
+                io.Vae.Input("vae", tooltip="The SD2 VAE the model was trained with"),
+                io.Image.Input("image", tooltip="Images (a batch of video frames works too)"),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Empty-prompt embedding [1,2,D]: FiffDepthLoader's output or "
+                                              "LotusConditioning. Not a 77-token CLIPTextEncode."),
+                io.Clip.Input("clip", optional=True, tooltip="Alternative to `conditioning`: an SD2 CLIP "
+                                                             "(the empty prompt is encoded exactly, unpadded)"),
+                io.Int.Input("processing_resolution", default=768, min=0, max=8192, step=8,
+                             tooltip="Long edge the model sees, in px; aspect ratio kept, output returned at the "
+                                     "input size. 0 = native size."),
+                io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Images per model call"),
+                io.Combo.Input("depth_pass", options=list(PASSES), default="detailed", display_name="pass",
+                               tooltip="detailed: t=0, the paper's output. filtered: an extra t=-1 pass, smoother "
+                                       "low-frequency depth"),
+                io.Combo.Input("normalization", options=list(NORMALIZATIONS), default="per_image",
+                               tooltip="ControlNet output: per image, or over the whole batch (no flicker in video)"),
+                io.Combo.Input("vae_tiling", options=["auto", "on", "off"], default="auto",
+                               tooltip="Tiled VAE for images too large for memory (the UNet always sees the whole "
+                                       "image). auto: only when needed"),
+            ],
+            outputs=[
+                io.Image.Output(display_name="controlnet", tooltip="3-channel, near = white, for depth ControlNets"),
+                io.Mask.Output(display_name="depth", tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, image, conditioning=None, clip=None, processing_resolution=768, batch_size=1,
+                depth_pass="detailed", normalization="per_image", vae_tiling="auto") -> io.NodeOutput:
+        backbone = HostBackbone(model, vae, empty_prompt_context(model, conditioning, clip))
+        images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
+        config = PredictConfig(processing_resolution=processing_resolution, batch_size=batch_size,
+                               depth_pass=depth_pass)
+        tiles = choose_tiles(vae_tiling, TILE_SIZE, images.shape, config, mm.get_free_memory(vae.device),
+                             vae.vae_dtype)
+        if tiles is not None:
+            config = PredictConfig(**{**config.__dict__, "tiles": tiles})
+        bar = comfy.utils.ProgressBar(1)
+        depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
+                              interrupt=mm.throw_exception_if_processing_interrupted)  # [B,H,W]
+        control = controlnet_depth(depth, normalization)[..., None].expand(-1, -1, -1, 3)  # [B,H,W,3]
+        out = mm.intermediate_device()
+        return io.NodeOutput(control.contiguous().to(out), depth.to(out))

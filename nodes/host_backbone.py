@@ -1,0 +1,98 @@
+"""The three backbone verbs on ComfyUI's own MODEL and VAE objects (DESIGN.md, host facts).
+
+* ``denoise``: a clone of the ModelPatcher with ``model_sampling`` object-patched to an IMG_TO_IMG discrete
+  sampling (identity input, raw output), called through ``apply_model`` with ``transformer_options`` so weight
+  patches (LoRA), attention overrides and wrappers all apply; loaded through model management with a memory
+  estimate, between ``pre_run()`` and ``cleanup()``. ``sigma_min`` maps to timestep 0; a negative sigma is passed
+  through as a raw timestep (the t = -1 filter pass).
+* ``encode``/``decode``: ``first_stage_model`` directly after loading ``vae.patcher``, which avoids
+  ``VAE.encode``'s silent crop, ``VAE.decode``'s per-channel clamp and the silent tiled fallback on OOM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.model_sampling
+
+
+class RawSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.IMG_TO_IMG):
+    """IMG_TO_IMG discrete sampling whose negative sigmas are raw timesteps (for t = -1)."""
+
+    def timestep(self, sigma):
+        lookup = super().timestep(sigma.clamp_min(self.sigma_min.to(sigma.device)))  # sigma_min -> exactly 0
+        return torch.where(sigma < 0, sigma, lookup.to(sigma.dtype))
+
+
+def raw_sampling_for(model) -> RawSampling:
+    return RawSampling(model.model.model_config)
+
+
+def conditioning_tensor(conditioning) -> torch.Tensor:
+    """The embedding inside a CONDITIONING value ``[[tensor, {...}], ...]`` (first entry)."""
+    if isinstance(conditioning, torch.Tensor):
+        return conditioning
+    try:
+        return conditioning[0][0]
+    except (TypeError, IndexError, KeyError) as err:
+        raise ValueError("`conditioning` must be a CONDITIONING value such as FiffDepthLoader's output") from err
+
+
+class HostBackbone:
+    """:class:`fiffdepth_core.backbone.Backbone` on a ComfyUI MODEL (ModelPatcher) and VAE."""
+
+    def __init__(self, model, vae, context: torch.Tensor):
+        self.patcher = model.clone()
+        self.patcher.add_object_patch("model_sampling", raw_sampling_for(model))
+        self.vae = vae
+        self.context = context  # [1,T,D]
+        self.device = self.patcher.load_device
+        base = self.patcher.model
+        self.dtype = base.manual_cast_dtype or base.get_dtype()
+        self.latent_format = self.patcher.get_model_object("latent_format")
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        vae = self.vae
+        mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(rgb.shape, vae.vae_dtype))
+        z = vae.first_stage_model.encode(rgb.to(vae.device, vae.vae_dtype)).float()  # [B,4,h,w] posterior mean
+        return self.latent_format.process_in(z)  # x scale
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        vae = self.vae
+        mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_decode(latent.shape, vae.vae_dtype))
+        z = self.latent_format.process_out(latent.float())  # / scale, [B,4,h,w]
+        return vae.first_stage_model.decode(z.to(vae.device, vae.vae_dtype)).float()  # [B,3,H,W] unclamped
+
+    def denoise(self, latent: torch.Tensor, timestep: int | torch.Tensor) -> torch.Tensor:
+        patcher, batch = self.patcher, latent.shape[0]
+        mm.load_models_gpu([patcher], memory_required=patcher.memory_required(latent.shape))
+        sampling = patcher.get_model_object("model_sampling")
+        sigma = self._sigmas(sampling, timestep, batch)  # [B]
+        options = comfy.model_patcher.create_model_options_clone(patcher.model_options)
+        transformer_options = options.setdefault("transformer_options", {})
+        transformer_options.update(sigmas=sigma, cond_or_uncond=[0] * batch)
+        x = latent.to(self.device)
+        cond = {"c_crossattn": self.context.to(self.device).expand(batch, -1, -1),  # [B,T,D]
+                "transformer_options": transformer_options}
+        patcher.pre_run()
+        try:
+            wrapper = options.get("model_function_wrapper")
+            if wrapper is not None:
+                out = wrapper(patcher.model.apply_model, {"input": x, "timestep": sigma, "c": cond,
+                                                          "cond_or_uncond": [0] * batch})
+            else:
+                out = patcher.model.apply_model(x, sigma, **cond)
+        finally:
+            patcher.cleanup()
+        return out.float()  # [B,4,h,w]
+
+    def _sigmas(self, sampling, timestep, batch: int) -> torch.Tensor:
+        t = torch.as_tensor(timestep, device=self.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.is_floating_point() or t.shape != (batch,):
+            raise ValueError(f"`timestep` must be an integer or an integer [B] tensor, got {t.dtype} {tuple(t.shape)}")
+        sigmas = sampling.sigmas.to(self.device)[t.clamp_min(0)]  # t >= 0 -> its sigma (0 -> sigma_min)
+        return torch.where(t < 0, t.float(), sigmas.float())  # t < 0 -> itself, read back raw by RawSampling

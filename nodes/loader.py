@@ -1,0 +1,62 @@
+"""FiffDepthLoader: a FiffDepth checkpoint -> ComfyUI MODEL, VAE and the empty-prompt CONDITIONING."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management as mm
+
+from ..fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
+from .folders import checkpoint_names, checkpoint_path
+from .host_models import build_model, build_vae
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_dtypes(precision: str) -> tuple[torch.dtype, torch.dtype]:
+    """(UNet, VAE) dtypes. auto follows ComfyUI's policy (and its --fp32-unet/--bf16-vae flags), preferring bf16;
+    an fp16 request keeps the VAE out of fp16, where SD's VAE overflows."""
+    device = mm.get_torch_device()
+    if precision == "auto":
+        unet = mm.unet_dtype(device, supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
+        return unet, mm.vae_dtype(device, [torch.bfloat16, torch.float32])
+    unet = DTYPES[precision]
+    vae = unet if unet != torch.float16 else mm.vae_dtype(device, [torch.bfloat16, torch.float32])
+    return unet, vae
+
+
+class FiffDepthLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FiffDepthLoader",
+            display_name="FiffDepth Loader",
+            category="FiffDepth",
+            description="Loads a FiffDepth checkpoint (diffusers folder, folder of single files, or one .safetensors "
+                        "bundle) from models/fiffdepth or models/geometry_estimation as ComfyUI MODEL and VAE, built "
+                        "from the checkpoint's own configs, plus the empty-prompt embedding FiffDepth conditions on.",
+            inputs=[
+                io.Combo.Input("model_name", options=checkpoint_names(),
+                               tooltip="Checkpoint under models/fiffdepth or models/geometry_estimation. No official "
+                                       "weights are public: train one with train/finetune.py."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
+                               tooltip="auto: ComfyUI's choice for this device (fp32 on CPU, bf16/fp16 on GPU). fp16 "
+                                       "keeps the VAE in bf16/fp32."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL"),
+                io.Vae.Output(display_name="VAE"),
+                io.Conditioning.Output(display_name="CONDITIONING", tooltip="Empty-prompt embedding [1,2,D]"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model_name, precision="auto") -> io.NodeOutput:
+        info = inspect_checkpoint(checkpoint_path(model_name))
+        unet_dtype, vae_dtype = pick_dtypes(precision)
+        model = build_model(info.unet_config, load_state_dict(info, "unet"), info.latent_scale, unet_dtype)
+        vae = build_vae(info.vae_config, load_state_dict(info, "vae"), vae_dtype)
+        embed = empty_embedding(info)  # [1,2,D]
+        return io.NodeOutput(model, vae, [[embed, {}]])

@@ -1,0 +1,159 @@
+"""The pack inside a real ComfyUI: Loader -> Estimate -> Save in-process and through a headless server.
+
+Skipped (with the reason) unless COMFYUI_PATH points at a ComfyUI checkout whose requirements are installed in
+the Python running the tests.
+
+Parity: in fp64 the host path equals the standalone predictor exactly (0 at fp32 output resolution), which shows
+the plumbing (raw t=0 sampling patch, latent scale, unclamped decode, padding) is exact. In fp32 ComfyUI's UNet/VAE
+code and diffusers' round differently at the last bit (measured: UNet output 2-4e-6), and the decode (1/0.18215
+and the random decoder's gain) amplifies that to 4e-6 - 6e-5 in depth on the random tiny model; fp32 tests hold
+that to 1e-4.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from comfy_host import PACK_ROOT, comfy_server, import_comfy, post_prompt, requires_comfyui, wait_for
+from helpers import seeded_images
+
+from fiffdepth_core.architectures import write_random_pipeline
+from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_standalone, load_state_dict
+from fiffdepth_core.postprocess import controlnet_depth
+from fiffdepth_core.predictor import PredictConfig, predict_depth
+
+pytestmark = [pytest.mark.comfyui, requires_comfyui]
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfy")
+    write_random_pipeline(base / "models" / "tiny", geometry="tiny", seed=0)
+    nodes = import_comfy(base / "models", base / "output")
+    return nodes, base
+
+
+def standalone_depth(checkpoint, images, **config):
+    backbone = load_standalone(checkpoint, dtype=torch.float32)
+    with torch.inference_mode():
+        return predict_depth(backbone, images, PredictConfig(**config))
+
+
+def run_host(nodes, images, **estimate):
+    mapping = nodes.NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        model, vae, cond = mapping["FiffDepthLoader"].execute(model_name="tiny", precision="fp32").args
+        return mapping["FiffDepthEstimate"].execute(model=model, vae=vae, image=images.movedim(1, -1),
+                                                    conditioning=cond, **estimate).args
+
+
+def test_pack_registers_its_nodes_and_folders(host):
+    nodes, _ = host
+    import folder_paths
+
+    for node_id in ("FiffDepthLoader", "FiffDepthEstimate", "FiffDepthSave", "FiffDepthColorize"):
+        assert node_id in nodes.NODE_CLASS_MAPPINGS
+    assert "tiny" in nodes.NODE_CLASS_MAPPINGS["FiffDepthLoader"].define_schema().inputs[0].options
+    assert any(p.endswith("geometry_estimation") for p in folder_paths.get_folder_paths("geometry_estimation"))
+
+
+FP32_TOL = 1e-4
+
+
+def pack_module(name: str):
+    """A module of the pack as ComfyUI loaded it (its sys.modules key is the pack's path)."""
+    return sys.modules[f"{str(PACK_ROOT).replace('.', '_x_')}.nodes.{name}"]
+
+
+@pytest.mark.parametrize("depth_pass", ["detailed", "filtered"])
+def test_host_path_is_exact_in_fp64(host, depth_pass):
+    nodes, base = host
+    host_models, host_backbone = pack_module("host_models"), pack_module("host_backbone")
+    info = inspect_checkpoint(base / "models" / "tiny")
+    images = seeded_images(2, 100, 150, seed=1).double()
+    config = PredictConfig(processing_resolution=120, depth_pass=depth_pass)
+    with torch.inference_mode():
+        model = host_models.build_model(info.unet_config, load_state_dict(info, "unet"), info.latent_scale,
+                                        torch.float64)
+        vae = host_models.build_vae(info.vae_config, load_state_dict(info, "vae"), torch.float64)
+        backbone = host_backbone.HostBackbone(model, vae, empty_embedding(info).double())
+        ours = predict_depth(backbone, images, config)
+        reference = predict_depth(load_standalone(base / "models" / "tiny", dtype=torch.float64), images, config)
+    assert (ours - reference).abs().max().item() <= 1e-7
+    assert reference.std() > 0.01
+
+
+@pytest.mark.parametrize("depth_pass", ["detailed", "filtered"])
+def test_host_depth_equals_standalone_fp32(host, depth_pass):
+    nodes, base = host
+    images = seeded_images(2, 128, 192, seed=1)
+    control, depth = run_host(nodes, images, processing_resolution=0, batch_size=1, depth_pass=depth_pass)
+    expected = standalone_depth(base / "models" / "tiny", images, processing_resolution=0, depth_pass=depth_pass)
+    assert depth.shape == (2, 128, 192) and depth.dtype == torch.float32 and depth.device.type == "cpu"
+    assert (depth - expected).abs().max().item() <= FP32_TOL
+    assert control.shape == (2, 128, 192, 3)
+    assert (control[..., 0] - controlnet_depth(expected)).abs().max().item() <= 10 * FP32_TOL
+
+
+def test_host_resizes_pads_and_batches_like_standalone(host):
+    nodes, base = host
+    images = seeded_images(3, 100, 150, seed=2)
+    _, depth = run_host(nodes, images, processing_resolution=120, batch_size=2)
+    expected = standalone_depth(base / "models" / "tiny", images, processing_resolution=120, batch_size=2)
+    assert (depth - expected).abs().max().item() <= FP32_TOL
+
+
+def test_save_node_writes_lossless_files_with_counter_names(host):
+    nodes, base = host
+    depth = torch.rand(2, 16, 24)
+    save = nodes.NODE_CLASS_MAPPINGS["FiffDepthSave"]
+    save.execute(depth=depth, filename_prefix="fd/test", format="npy")
+    save.execute(depth=depth, filename_prefix="fd/test", format="npy")
+    files = sorted((base / "output" / "fd").glob("test_*.npy"))
+    assert [f.name for f in files] == [f"test_{i:05}_.npy" for i in range(1, 5)]
+    assert np.array_equal(np.load(files[1]), depth[1].numpy())
+
+
+def test_bad_conditioning_is_refused_with_guidance(host):
+    nodes, _ = host
+    mapping = nodes.NODE_CLASS_MAPPINGS
+    model, vae, _ = mapping["FiffDepthLoader"].execute(model_name="tiny", precision="fp32").args
+    image = torch.rand(1, 64, 64, 3)
+    with pytest.raises(ValueError, match="77-token"):
+        mapping["FiffDepthEstimate"].execute(model=model, vae=vae, image=image, conditioning=[[torch.zeros(1, 77, 32),
+                                                                                              {}]])
+    with pytest.raises(ValueError, match="conditioning"):
+        mapping["FiffDepthEstimate"].execute(model=model, vae=vae, image=image)
+
+
+def test_headless_server_runs_loader_estimate_save(tmp_path):
+    from PIL import Image
+
+    write_random_pipeline(tmp_path / "models" / "fiffdepth" / "tiny", geometry="tiny", seed=0)
+    (tmp_path / "input").mkdir()
+    pixels = (seeded_images(1, 96, 128, seed=4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "input" / "photo.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "2": {"class_type": "FiffDepthLoader", "inputs": {"model_name": "tiny", "precision": "fp32"}},
+        "3": {"class_type": "FiffDepthEstimate", "inputs": {
+            "model": ["2", 0], "vae": ["2", 1], "image": ["1", 0], "conditioning": ["2", 2],
+            "processing_resolution": 0, "batch_size": 1, "depth_pass": "detailed", "normalization": "per_image",
+            "vae_tiling": "off"}},
+        "4": {"class_type": "FiffDepthSave", "inputs": {"depth": ["3", 1], "filename_prefix": "srv/depth",
+                                                         "format": "npy"}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "srv/cn"}},
+    }
+    with comfy_server(tmp_path) as url:
+        status, body = post_prompt(url, prompt)
+        assert status == 200, body
+        wait_for(url, body["prompt_id"])
+    saved = np.load(tmp_path / "output" / "srv" / "depth_00001_.npy")
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
+    expected = standalone_depth(tmp_path / "models" / "fiffdepth" / "tiny", image, processing_resolution=0)[0]
+    assert saved.shape == (96, 128)
+    assert np.abs(saved - expected.numpy()).max() <= FP32_TOL
+    assert (tmp_path / "output" / "srv" / "cn_00001_.png").is_file()
