@@ -1,0 +1,1 @@
+"""FiffDepth training and evaluation scripts (run from the repository root; not installed as a package)."""
