@@ -1,0 +1,102 @@
+"""Training end to end on tiny models: a short run, exact resume, export -> load -> predict, bad configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fiffdepth_core.checkpoint import inspect_checkpoint, load_standalone
+from fiffdepth_core.predictor import PredictConfig, predict_depth
+from train.config import ConfigError, load_config
+from train.finetune import lr_factor, main
+
+DEBUG = str(Path(__file__).resolve().parents[1] / "train" / "configs" / "debug.yaml")
+FAST = ["model.vae_warmup.steps=0", "data.size=[32,32]", "train.batch_size=2", "validation.max_images=2",
+        "validation.every=2", "train.checkpoint_every=2", "train.trackers=[]", "export.single_file=false"]
+
+
+def run(out: Path, steps: int, *extra: str, resume: bool = False) -> dict:
+    argv = ["--config", DEBUG, "--output-dir", str(out), "--log-level", "WARNING"]
+    argv += [f"--set={s}" for s in FAST + [f"train.max_steps={steps}", *extra]]
+    return main(argv + (["--resume", "latest"] if resume else []))
+
+
+def test_two_steps_train_checkpoint_validate_and_export(tmp_path):
+    result = run(tmp_path / "run", 2, "train.trackers=[tensorboard]", "export.single_file=true",
+                 "train.grad_accum=2")
+    losses = result["losses"]
+    assert len(losses) == 2 and all(math.isfinite(x) and x > 0 for x in losses)
+    run_dir = tmp_path / "run"
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "step-00000002" / "trainer.json").is_file()
+    assert list((run_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events were written"
+    assert (run_dir / "best" / "model_index.json").is_file() and result["state"]["best_step"] == 2
+    for exported in (run_dir / "export", run_dir / "export" / "fiffdepth.safetensors"):
+        info = inspect_checkpoint(exported)
+        backbone = load_standalone(exported)
+        with torch.inference_mode():
+            depth = predict_depth(backbone, torch.rand(1, 3, 32, 48), PredictConfig(processing_resolution=0))
+        assert depth.shape == (1, 32, 48) and torch.isfinite(depth).all()
+    assert info.layout == "bundle"
+
+
+def test_export_holds_the_trained_weights(tmp_path):
+    run(tmp_path / "run", 2)
+    base = load_standalone(tmp_path / "run" / "base_model")
+    trained = load_standalone(tmp_path / "run" / "export")
+    moved = [(a - b).abs().max().item() for a, b in zip(base.unet.parameters(), trained.unet.parameters())]
+    assert max(moved) > 0  # the UNet was trained
+    for a, b in zip(base.vae.parameters(), trained.vae.parameters()):
+        assert torch.equal(a, b)  # the VAE is frozen
+    assert torch.equal(base.empty_embed, trained.empty_embed)
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = run(tmp_path / "full", 4)["losses"]
+    first = run(tmp_path / "split", 2)["losses"]
+    second = run(tmp_path / "split", 4, resume=True)["losses"]
+    assert first + second == full  # bit-identical loss sequence on the CPU
+
+
+def test_resume_refuses_another_config_and_reuse_without_resume(tmp_path):
+    run(tmp_path / "run", 2)
+    with pytest.raises(ValueError, match="loss.gm"):
+        run(tmp_path / "run", 4, "loss.gm=0.7", resume=True)
+    with pytest.raises(FileExistsError, match="--resume latest"):
+        run(tmp_path / "run", 4)
+
+
+def test_missing_dataset_root_fails_before_any_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="does-not-exist"):
+        run(tmp_path / "run", 2, f"data.synthetic=[{{type: hypersim, root: {tmp_path}/does-not-exist, split: x}}]")
+    assert not (tmp_path / "run" / "base_model").exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.batch_size=0", "train.batch_size"),
+    ("data.size=[30,32]", "data.size"),
+    ("train.mixed_precision=fp8", "train.mixed_precision"),
+    ("optim.warmup_steps=500", "optim.warmup_steps"),
+    ("model.pretrained=somewhere", "model.pretrained"),
+])
+def test_bad_config_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(DEBUG, [override])
+
+
+def test_unset_environment_variable_is_named(monkeypatch):
+    monkeypatch.delenv("HYPERSIM_ROOT", raising=False)
+    with pytest.raises(ConfigError, match="HYPERSIM_ROOT"):
+        load_config(Path(DEBUG).with_name("fiffdepth_sd2.yaml"))
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_one_percent():
+    factor = lr_factor({"warmup_steps": 100, "decay_steps": 20000, "final_lr_fraction": 0.01})
+    assert factor(0) == pytest.approx(0.01) and factor(99) == pytest.approx(1.0)
+    assert factor(100) == pytest.approx(1.0)
+    assert factor(20000) == pytest.approx(0.01) and factor(50000) == pytest.approx(0.01)
+    midpoint = 100 + (20000 - 100) // 2
+    assert factor(midpoint) == pytest.approx(0.1, rel=1e-3)

@@ -1,0 +1,153 @@
+"""Training configs: YAML files with a ``base_config`` merge, ``${ENV}`` expansion and up-front validation.
+
+A config is a plain nested dict. ``load_config`` reads a file, merges its ``base_config`` list (paths relative to
+the file) underneath it, expands ``${VAR}`` in strings (data roots come from the environment or flags, never
+from the committed YAML), applies ``--set key.sub=value`` overrides, fills defaults and checks every field, so
+a bad config fails before any model loads. The resolved config is saved with each run.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+DEFAULTS = {
+    "model": {"pretrained": None, "random_geometry": None, "seed": 0,
+              "vae_warmup": {"steps": 0, "batch_size": 4, "lr": 2.0e-3, "seed": 0}},
+    "data": {"size": [480, 640], "hflip": True, "num_workers": 2, "synthetic": [], "real": []},
+    "validation": {"every": 500, "dataset": None, "processing_resolution": 0, "batch_size": 1,
+                   "max_images": 80, "log_images": 4},
+    "loss": {"mae": 1.0, "gm": 0.5, "keep": 0.2, "gamma": 0.5, "gm_scales": 4, "detach_filter_input": False},
+    "optim": {"lr": 3.0e-5, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "eps": 1.0e-8, "warmup_steps": 100,
+              "decay_steps": 20000, "final_lr_fraction": 0.01, "max_grad_norm": 1.0},
+    "train": {"max_steps": 20000, "batch_size": 2, "grad_accum": 8, "mixed_precision": "bf16",
+              "vae_dtype": "bf16", "gradient_checkpointing": True, "ema": {"enabled": False, "decay": 0.9999},
+              "seed": 1234, "checkpoint_every": 1000, "keep_checkpoints": 3, "log_every": 10, "trackers": ["tensorboard"]},
+    "export": {"single_file": False, "dtype": "fp32"},
+}
+
+# Keys that may change when a run is resumed (run control, not the experiment).
+RESUMABLE_KEYS = {"train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
+                  "train.trackers", "validation.every", "validation.max_images", "validation.log_images",
+                  "data.num_workers", "export.single_file", "export.dtype"}
+PRECISIONS = ("no", "fp16", "bf16")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or out of range; the message names the key."""
+
+
+def _is_spec(value) -> bool:
+    """Dataset specs are atomic: an override replaces them whole instead of merging into them."""
+    return isinstance(value, dict) and ("type" in value or "eval_set" in value)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        mergeable = isinstance(value, dict) and isinstance(out.get(key), dict) and not _is_spec(value)
+        out[key] = _merge(out[key], value) if mergeable else copy.deepcopy(value)
+    return out
+
+
+def _read(path: Path, seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} includes itself through base_config")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
+    merged: dict = {}
+    for base in data.pop("base_config", []) or []:
+        merged = _merge(merged, _read((path.parent / base).resolve(), seen + (path.resolve(),)))
+    return _merge(merged, data)
+
+
+def _expand(value, where: str = ""):
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, str):
+        for name in re.findall(r"\$\{(\w+)\}", value):
+            if name not in os.environ:
+                raise ConfigError(f"`{where}` uses ${{{name}}} but the environment variable {name} is not set")
+        return os.path.expandvars(value)
+    return value
+
+
+def apply_override(config: dict, assignment: str) -> None:
+    """``key.sub=value`` (value parsed as YAML) -> config[key][sub] = value."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key.sub=value, got {assignment!r}")
+    dotted, raw = assignment.split("=", 1)
+    *parents, leaf = dotted.strip().split(".")
+    node = config
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: `{key}` is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def _need(condition: bool, key: str, allowed: str, value) -> None:
+    if not condition:
+        raise ConfigError(f"`{key}` must be {allowed}, got {value!r}")
+
+
+def validate(config: dict) -> dict:
+    m, d, t, o, v = config["model"], config["data"], config["train"], config["optim"], config["validation"]
+    _need(bool(m["pretrained"]) != bool(m["random_geometry"]), "model.pretrained / model.random_geometry",
+          "exactly one of: a diffusers SD2 folder or hub id / a random geometry (tiny, sd2)",
+          (m["pretrained"], m["random_geometry"]))
+    _need(m["random_geometry"] in (None, "tiny", "sd2"), "model.random_geometry", "tiny, sd2 or null",
+          m["random_geometry"])
+    _need(isinstance(d["size"], list) and len(d["size"]) == 2 and all(isinstance(x, int) and x > 0 and x % 8 == 0
+                                                                         for x in d["size"]),
+          "data.size", "[height, width], positive multiples of 8", d["size"])
+    for branch in ("synthetic", "real"):
+        _need(isinstance(d[branch], list) and len(d[branch]) > 0 and all(isinstance(s, dict) and "type" in s
+                                                                         for s in d[branch]),
+              f"data.{branch}", "a non-empty list of dataset specs with a `type`", d[branch])
+    for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints"):
+        _need(isinstance(t[key], int) and t[key] >= 1, f"train.{key}", "an integer >= 1", t[key])
+    _need(t["mixed_precision"] in PRECISIONS, "train.mixed_precision", f"one of {PRECISIONS}", t["mixed_precision"])
+    _need(t["vae_dtype"] in DTYPES, "train.vae_dtype", f"one of {DTYPES}", t["vae_dtype"])
+    _need(isinstance(o["lr"], (int, float)) and o["lr"] > 0, "optim.lr", "a positive number", o["lr"])
+    _need(0 <= o["warmup_steps"] < o["decay_steps"], "optim.warmup_steps", "in [0, optim.decay_steps)",
+          o["warmup_steps"])
+    _need(0 < o["final_lr_fraction"] <= 1, "optim.final_lr_fraction", "in (0, 1]", o["final_lr_fraction"])
+    _need(isinstance(v["every"], int) and v["every"] >= 1, "validation.every", "an integer >= 1", v["every"])
+    _need(0 <= config["loss"]["gamma"] <= 1, "loss.gamma", "in [0, 1]", config["loss"]["gamma"])
+    _need(config["export"]["dtype"] in DTYPES, "export.dtype", f"one of {DTYPES}", config["export"]["dtype"])
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read, merge, expand, override, default and validate a training config."""
+    config = _read(Path(path))
+    for assignment in overrides:
+        apply_override(config, assignment)
+    return validate(_merge(DEFAULTS, _expand(config)))
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Experiment keys whose values differ between a run's saved config and ``current``."""
+    a, b = flatten(saved), flatten(current)
+    return sorted(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in set(a) | set(b)
+                  if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))

@@ -1,0 +1,121 @@
+"""The models a run trains from: a Stable Diffusion 2 pipeline (local folder or hub id) or random weights.
+
+Loading goes through the core checkpoint loader (the same validation and weight handling the node and the CLI
+use). The trainable UNet stays in fp32 (autocast runs it in bf16/fp16); the frozen VAE is cast to
+``train.vae_dtype``; the text encoder runs once, for the empty-prompt embedding, and is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from fiffdepth_core.checkpoint import inspect_checkpoint, instantiate, load_state_dict
+from fiffdepth_core.text_embed import compute_empty_embedding, read_embedding
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+HUB_FILES = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+             "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors",
+             "tokenizer/*"]
+
+
+def fit_stand_in_vae(folder: Path, warmup: dict, size) -> None:
+    """Turn a random VAE into a working autoencoder of procedural RGB and depth images (debug runs only).
+
+    SD2's VAE reconstructs images and depth maps well; a random one reconstructs nothing, so decoded depth would
+    carry no information and validation could not improve. A short L1 reconstruction fit on the posterior mean
+    (the only latent FiffDepth uses) stands in for the pretrained VAE. Deterministic; runs once per run folder.
+    """
+    from diffusers import AutoencoderKL
+
+    from train.datasets.procedural import ProceduralDataset
+
+    torch.manual_seed(warmup.get("seed", 0))
+    vae = AutoencoderKL.from_pretrained(folder / "vae").train()
+    data = ProceduralDataset(size=tuple(size), hflip=True, length=100_000, seed=int(warmup.get("seed", 0)) + 77)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=float(warmup.get("lr", 2e-3)))
+    batch = int(warmup.get("batch_size", 4))
+    for step in range(int(warmup["steps"])):
+        images = []
+        for j in range(batch):
+            sample = data[(step * batch + j, step * batch + j)]
+            images += [sample["rgb"], sample["depth"].expand(3, -1, -1)]  # [3,H,W] each
+        x = torch.stack(images)  # [2b,3,H,W]
+        loss = (vae.decode(vae.encode(x).latent_dist.mean).sample - x).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 50 == 0:
+            log.info("stand-in VAE fit: step %d, L1 %.4f", step, loss.item())
+    vae.eval().save_pretrained(folder / "vae")
+
+
+def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
+    """A local folder holding the base pipeline: the configured folder, a hub download, or random weights."""
+    model = config["model"]
+    if model["random_geometry"]:
+        base = run_path / "base_model"
+        if accelerator.is_main_process and not (base / "model_index.json").is_file():
+            from fiffdepth_core.architectures import write_random_pipeline
+
+            partial = run_path / "base_model.partial"  # renamed when complete: an interrupted build is redone
+            shutil.rmtree(partial, ignore_errors=True)
+            write_random_pipeline(partial, geometry=model["random_geometry"], seed=model["seed"])
+            if model["vae_warmup"]["steps"] > 0:
+                fit_stand_in_vae(partial, model["vae_warmup"], config["data"]["size"])
+            partial.rename(base)
+        accelerator.wait_for_everyone()
+        return base
+    local = Path(model["pretrained"]).expanduser()
+    if local.is_dir():
+        return local
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model["pretrained"], allow_patterns=HUB_FILES))
+    except Exception as err:  # offline, unknown repo, gated...
+        raise FileNotFoundError(f"`model.pretrained` {model['pretrained']!r} is neither a local folder nor a "
+                                f"downloadable hub repo ({err})") from err
+
+
+def build_models(config: dict, run_path: Path, accelerator):
+    """(unet fp32, vae in train.vae_dtype, empty-prompt embedding [1,2,D], base folder)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    base = resolve_base(config, run_path, accelerator)
+    info = inspect_checkpoint(base)
+    if info.embed_file is not None:
+        embed = read_embedding(info.embed_file)
+    else:
+        embed = compute_empty_embedding(info.text_encoder_dir, info.tokenizer_dir)  # once; the encoder is freed
+    unet = instantiate(UNet2DConditionModel, info.unet_config, load_state_dict(info, "unet"), f"{base} (unet)",
+                       torch.float32)
+    vae = instantiate(AutoencoderKL, info.vae_config, load_state_dict(info, "vae"), f"{base} (vae)",
+                      DTYPES[config["train"]["vae_dtype"]])
+    vae.requires_grad_(False)
+    log.info("base model %s: UNet %.0fM parameters, embedding %s", base,
+             sum(p.numel() for p in unet.parameters()) / 1e6, tuple(embed.shape))
+    return unet, vae, embed, base
+
+
+def trainable_setup(unet: torch.nn.Module, train: dict, accelerator):
+    """Train mode, gradient checkpointing, TF32 matmuls on CUDA, and the optional EMA (returned, or None)."""
+    unet.train()
+    unet.requires_grad_(True)
+    if train["gradient_checkpointing"]:
+        unet.enable_gradient_checkpointing()
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if not train["ema"]["enabled"]:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(unet.parameters(), decay=train["ema"]["decay"])
+    ema.to(accelerator.device)
+    return ema

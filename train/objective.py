@@ -1,0 +1,80 @@
+"""One FiffDepth training step's forward: every UNet call of the paper's objective inside one module.
+
+All UNet passes of a step (d0 on synthetic, the trajectory pass, d0 and d-1 on real) run inside one
+``forward`` so that DistributedDataParallel sees one forward per backward (a parameter used several times in one
+forward is fine for DDP; several forwards before one backward are not). The UNet is called through the
+standalone backbone's ``denoise`` verb: training and inference share one UNet call.
+
+Shape letters: B per-process sub-batch, C latent channels, h x w latent cells.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fiffdepth_core.backbone import StandaloneBackbone
+from fiffdepth_core.losses import LossWeights, depth_loss, total_loss, trajectory_targets
+
+
+class FiffDepthObjective(torch.nn.Module):
+    """``forward(batch) -> dict`` of scalar loss terms; ``total`` is the one to backpropagate."""
+
+    def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, empty_embed: torch.Tensor,
+                 alphas_cumprod: torch.Tensor, weights: LossWeights, detach_filter_input: bool = False):
+        super().__init__()
+        self.unet = unet  # the only registered (trainable) module
+        self._vae = [vae]  # a list, so the frozen VAE is not a submodule (no DDP sync, not in state_dict)
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        self.register_buffer("empty_embed", empty_embed.float(), persistent=False)  # [1,T,D]
+        self.weights = weights
+        self.detach_filter_input = detach_filter_input
+
+    def backbone(self, unet: torch.nn.Module | None = None) -> StandaloneBackbone:
+        """The standalone backbone over this objective's UNet (or a given wrapper of it) and the frozen VAE."""
+        return StandaloneBackbone(unet if unet is not None else self.unet, self._vae[0], self.empty_embed)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """``batch``: ``x0``/``d0_target``/``mask0`` (synthetic latents), ``x0_real``/``dm1_target``/``mask_real``,
+        ``timesteps`` ``[B]`` int64 in [0, 999] and ``noise`` ``[B,C,h,w]`` for the trajectory term."""
+        backbone, w = self.backbone(), self.weights
+        # t = 0 on synthetic images: d0 = UNet(x0, 0) against the GT depth latent.
+        d0 = backbone.denoise(batch["x0"], 0)  # [B,C,h,w]
+        synthetic = depth_loss(d0, batch["d0_target"], batch["mask0"], w)
+        # Trajectory keeping: v-prediction on the noised blend of image and depth latents.
+        b_t, v_t = trajectory_targets(batch["x0"], batch["d0_target"], batch["timesteps"], batch["noise"],
+                                      self.alphas_cumprod, w.gamma)
+        keep = torch.nn.functional.mse_loss(backbone.denoise(b_t, batch["timesteps"]), v_t)
+        # t = -1 filter on real photos: d-1 = UNet(UNet(x0, 0), -1) against the teacher's target latent.
+        d0_real = backbone.denoise(batch["x0_real"], 0)  # [B,C,h,w]
+        if self.detach_filter_input:
+            d0_real = d0_real.detach()
+        real = depth_loss(backbone.denoise(d0_real, -1), batch["dm1_target"], batch["mask_real"], w)
+        total = total_loss(synthetic, real, keep, w)
+        return {"total": total, "d0_mae": synthetic["mae"], "d0_gm": synthetic["gm"], "keep": keep,
+                "dm1_mae": real["mae"], "dm1_gm": real["gm"]}
+
+
+@torch.no_grad()
+def encode_batch(backbone: StandaloneBackbone, synthetic: dict, real: dict, generator: torch.Generator,
+                 num_timesteps: int = 1000) -> dict:
+    """Frozen-VAE encodings, latent masks and the step's random trajectory inputs (from ``generator``).
+
+    ``synthetic``/``real`` are collated dataset batches: ``rgb`` ``[B,3,H,W]`` and ``depth`` ``[B,1,H,W]`` in
+    [-1,1], ``valid`` ``[B,1,H,W]``. Depth is replicated to 3 channels and encoded like an image (posterior mean).
+    """
+    from fiffdepth_core.losses import latent_valid_mask
+
+    device = backbone.device
+
+    def enc(images: torch.Tensor) -> torch.Tensor:
+        return backbone.encode(images.to(device))  # [B,C,h,w]
+
+    x0 = enc(synthetic["rgb"])
+    batch = {"x0": x0, "d0_target": enc(synthetic["depth"].expand(-1, 3, -1, -1)),
+             "mask0": latent_valid_mask(synthetic["valid"].to(device), x0.shape[1]),
+             "x0_real": enc(real["rgb"]), "dm1_target": enc(real["depth"].expand(-1, 3, -1, -1)),
+             "mask_real": latent_valid_mask(real["valid"].to(device), x0.shape[1])}
+    size = x0.shape[0]
+    batch["timesteps"] = torch.randint(0, num_timesteps, (size,), generator=generator).to(device)
+    batch["noise"] = torch.randn(x0.shape, generator=generator).to(device, x0.dtype)
+    return batch
