@@ -73,7 +73,7 @@ class StandaloneBackbone:
         self.latent_scale = float(latent_scale if latent_scale is not None else vae.config.scaling_factor)
         self.device = core.device
         self.dtype = core.dtype
-        self.empty_embed = empty_embed.to(self.device, self.dtype)  # [1,T,D]
+        self.empty_embed = empty_embed.to(self.device, self.dtype, copy=True)  # [1,T,D], fresh aligned storage
 
     @property
     def vae_dtype(self) -> torch.dtype:

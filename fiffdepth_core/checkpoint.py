@@ -267,8 +267,10 @@ def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
 def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: str,
                 dtype: torch.dtype | None = None):
     """Build a diffusers model from ``config`` on the meta device and adopt ``state_dict`` (strict)."""
-    if dtype is not None:
-        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    # Fresh, allocator-aligned copies: tensors sliced out of a safetensors buffer are not 64-byte aligned, and CPU
+    # kernels round differently on misaligned data (outputs then vary by ~1e-6 from one load to the next).
+    state_dict = {k: v.to(dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype, copy=True)
+                  for k, v in state_dict.items()}
     with torch.device("meta"):
         model = cls.from_config(config)
     try:

@@ -47,7 +47,7 @@ class HostBackbone:
         self.patcher = model.clone()
         self.patcher.add_object_patch("model_sampling", raw_sampling_for(model))
         self.vae = vae
-        self.context = context  # [1,T,D]
+        self.context = context.detach().clone()  # [1,T,D], fresh aligned storage (CPU kernels round by alignment)
         self.device = self.patcher.load_device
         base = self.patcher.model
         self.dtype = base.manual_cast_dtype or base.get_dtype()

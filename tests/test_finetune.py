@@ -100,3 +100,30 @@ def test_learning_rate_schedule_warms_up_then_decays_to_one_percent():
     assert factor(20000) == pytest.approx(0.01) and factor(50000) == pytest.approx(0.01)
     midpoint = 100 + (20000 - 100) // 2
     assert factor(midpoint) == pytest.approx(0.1, rel=1e-3)
+
+
+def test_two_process_data_parallel_run(tmp_path):
+    """DDP over gloo on the CPU (accelerate's MULTI_CPU): both ranks train, rank 0 checkpoints and exports."""
+    import os
+    import subprocess
+    import sys
+
+    import socket
+
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(port),
+            str(root / "train" / "finetune.py"), "--config", DEBUG, "--output-dir", str(tmp_path / "run"),
+            "--log-level", "WARNING"] + [f"--set={s}" for s in FAST + ["train.max_steps=2"]]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    backbone = load_standalone(tmp_path / "run" / "export")
+    with torch.inference_mode():
+        depth = predict_depth(backbone, torch.rand(1, 3, 32, 32), PredictConfig(processing_resolution=0))
+    assert torch.isfinite(depth).all()

@@ -226,7 +226,10 @@ def main(argv=None) -> dict:
     accelerator.wait_for_everyone()
     torch.manual_seed(tcfg["seed"])
     log.info("config:\n%s", "\n".join(f"  {k} = {v}" for k, v in flatten(config).items()))
-    return train(config, args, accelerator, run)
+    try:
+        return train(config, args, accelerator, run)
+    finally:
+        accelerator.end_training()  # also tears down the process group of a multi-process run
 
 
 if __name__ == "__main__":

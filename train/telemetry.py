@@ -75,4 +75,5 @@ class Telemetry:
         if self.bar is not None:
             self.bar.close()
         if self.accelerator.is_main_process:
-            self.accelerator.end_training()
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
