@@ -1,0 +1,98 @@
+"""``python -m fiffdepth_core predict``: formats, mixed sizes, existing outputs, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import seeded_images
+from PIL import Image
+
+from fiffdepth_core.cli import main
+from fiffdepth_core.files import load_image
+from fiffdepth_core.image import to_rgb
+from fiffdepth_core.predictor import PredictConfig, predict_depth
+
+
+def save(path, tensor):
+    array = (tensor.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array).save(path)
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save(folder / "a.png", seeded_images(1, 64, 96, seed=1)[0])
+    save(folder / "b.png", seeded_images(1, 64, 96, seed=2)[0])
+    save(folder / "c.png", seeded_images(1, 50, 70, channels=1, seed=3)[0])  # grey, odd size
+    save(folder / "d.png", seeded_images(1, 40, 40, channels=4, seed=4)[0])  # RGBA
+    return folder
+
+
+def test_predict_folder_writes_every_format_matching_the_library(photos, tiny_checkpoint, tiny_backbone, tmp_path):
+    out = tmp_path / "out"
+    code = main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--batch-size", "2", "--format", "npy", "png16", "exr", "controlnet", "color",
+                 "--output-dir", str(out), "-q"])
+    assert code == 0
+    for stem in "abcd":
+        for suffix in (".npy", "_depth16.png", ".exr", "_controlnet.png", "_color.png"):
+            assert (out / f"{stem}{suffix}").is_file(), f"{stem}{suffix}"
+    for stem, size in (("a", (64, 96)), ("c", (50, 70)), ("d", (40, 40))):
+        depth = np.load(out / f"{stem}.npy")
+        assert depth.shape == size and depth.dtype == np.float32
+        image = to_rgb(load_image(photos / f"{stem}.png")[None])
+        with torch.inference_mode():
+            expected = predict_depth(tiny_backbone, image, PredictConfig(processing_resolution=64))[0]
+        assert np.abs(depth - expected.numpy()).max() <= 2e-4  # batch of 2 vs 1 (fp32 kernel order)
+
+
+def test_existing_outputs_stop_the_run_before_the_model_loads(photos, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.npy").write_bytes(b"keep me")
+    with pytest.raises(SystemExit, match="already exist"):
+        main(["predict", str(photos / "a.png"), "--checkpoint", str(tmp_path / "not-loaded-yet"),
+              "--output-dir", str(out)])
+    assert (out / "a.npy").read_bytes() == b"keep me"
+
+
+def test_overwrite_replaces(photos, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.npy").write_bytes(b"old")
+    assert main(["predict", str(photos / "a.png"), "--checkpoint", str(tiny_checkpoint), "--format", "npy",
+                 "--output-dir", str(out), "--overwrite", "-q", "--processing-resolution", "0"]) == 0
+    assert np.load(out / "a.npy").shape == (64, 96)
+
+
+def test_same_stem_from_two_folders_is_refused(photos, tmp_path, tiny_checkpoint):
+    other = tmp_path / "other"
+    other.mkdir()
+    save(other / "a.png", seeded_images(1, 8, 8)[0])
+    with pytest.raises(SystemExit, match="share the name"):
+        main(["predict", str(photos / "a.png"), str(other / "a.png"), "--checkpoint", str(tiny_checkpoint),
+              "--output-dir", str(tmp_path / "out")])
+
+
+def test_bad_arguments_name_the_flag(photos, tiny_checkpoint, tmp_path):
+    with pytest.raises(SystemExit, match="--batch-size"):
+        main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--batch-size", "0"])
+    assert main(["predict", str(photos / "a.png"), "--checkpoint", str(tmp_path / "missing"), "-q",
+                 "--output-dir", str(tmp_path / "o")]) == 2
+    with pytest.raises(SystemExit):
+        main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--format", "jpeg"])
+
+
+def test_module_entry_point_runs(photos, tiny_checkpoint, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fiffdepth_core", "predict", str(photos / "b.png"),
+                             "--checkpoint", str(tiny_checkpoint), "--format", "npy", "--output-dir",
+                             str(tmp_path / "o"), "--processing-resolution", "0", "-q"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "o" / "b.npy").shape == (64, 96)
