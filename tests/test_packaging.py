@@ -1,0 +1,52 @@
+"""Packaging: the metadata ComfyUI's registry reads, the node-path requirements, and install.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_install():
+    spec = importlib.util.spec_from_file_location("fiffdepth_install", ROOT / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pyproject_declares_the_registry_block_and_installs_only_the_core():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["comfy"]["requires-comfyui"] == ">=0.3.48"  # the V3 node API
+    assert project["tool"]["setuptools"]["packages"] == ["fiffdepth_core"]  # never a top-level nodes/train/tests
+    assert "ComfyUI" not in project["project"]["name"]
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
+    for extra in ("standalone", "train", "test"):
+        assert extra in project["project"]["optional-dependencies"]
+
+
+def test_node_requirements_leave_torch_to_the_host():
+    names = [name.lower() for name, _ in load_install().requirements()]
+    assert names and not {"torch", "torchvision", "diffusers", "accelerate"} & set(names)
+
+
+def test_install_is_idempotent_and_can_only_report(monkeypatch, tmp_path, capsys):
+    install = load_install()
+    calls = []
+    monkeypatch.setattr(install.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    assert install.main() == 0 and calls == []  # everything present: nothing to do
+    fake = tmp_path / "requirements.txt"
+    fake.write_text("numpy>=1.0\nnot-a-real-package-fiffdepth>=1.0  # comment\n")
+    monkeypatch.setattr(install, "REQUIREMENTS", fake)
+    monkeypatch.setenv("FIFFDEPTH_NO_INSTALL", "1")
+    assert install.main() == 1 and calls == []
+    assert "not-a-real-package-fiffdepth>=1.0" in capsys.readouterr().out
+    monkeypatch.delenv("FIFFDEPTH_NO_INSTALL")
+    assert install.main() == 0
+    assert calls == [[install.sys.executable, "-m", "pip", "install", "not-a-real-package-fiffdepth>=1.0"]]
+
+
+def test_too_old_versions_count_as_missing(monkeypatch, tmp_path):
+    install = load_install()
+    assert install.satisfied("numpy", "numpy>=1.0") and not install.satisfied("numpy", "numpy>=999.0")
