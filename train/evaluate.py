@@ -36,13 +36,13 @@ from fiffdepth_core.files import load_image, read_exr, write_npy, write_png8  # 
 from fiffdepth_core.metrics import (ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, align, boundary_f1,  # noqa: E402
                                     evaluate_depth, mean_metrics)
 from fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth  # noqa: E402
+from fiffdepth_core.runtime import DTYPES  # noqa: E402
 from train.datasets.eval_sets import (EVAL_SETS, ON_MISSING, DataSource, EvalItem, EvalSet, Sample,  # noqa: E402
                                       drop_missing, load_item, load_samples)
 from train.eval_report import flat_name, reference_rows, render_case, write_per_image_csv, write_results  # noqa: E402
 
 log = logging.getLogger("fiffdepth.evaluate")
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PREDICTION_SUFFIXES = (".npy", ".exr", "_depth16.png", ".png")
 Predictor = Callable[[list[EvalItem]], list[np.ndarray]]
 
@@ -226,7 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--depth-pass", choices=PASSES, default="detailed")
     p.add_argument("--batch-size", type=_positive, default=1)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
+                   help="auto: fp32 on CPU, bf16 on GPUs that have it, else fp16")
     p.add_argument("--limit", type=_positive, help="evaluate only the first N samples (a quick, partial run)")
     p.add_argument("--on-missing", choices=ON_MISSING, default="stop", help="a listed file or prediction is missing")
     p.add_argument("--per-image", action="store_true", help="also write per_image.csv")
@@ -237,30 +238,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _device_and_dtype(args) -> tuple[torch.device, torch.dtype]:
-    name = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"`--device` must be auto, cpu, cuda or cuda:N, got {args.device!r}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`--device` {args.device!r} asks for CUDA, which is not available here; use cpu")
-    dtype = DTYPES[args.dtype] if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    return device, dtype
-
-
 def _make_predictor(args, eval_set: EvalSet, output_dir: Path):
     if args.predictions is not None:
         return FolderPredictor(args.predictions), {"predictions": str(args.predictions.resolve())}
     from fiffdepth_core.checkpoint import load_standalone
 
-    device, dtype = _device_and_dtype(args)
+    from fiffdepth_core.runtime import resolve_device, resolve_dtypes
+
+    device = resolve_device(args.device)
+    dtype, vae_dtype = resolve_dtypes(args.dtype, device)
     resolution = eval_set.processing_resolution if args.processing_resolution is None else args.processing_resolution
     config = PredictConfig(processing_resolution=resolution, batch_size=args.batch_size, depth_pass=args.depth_pass)
     meta = {"checkpoint": str(args.checkpoint.resolve()), "dataset": eval_set.name, "dtype": str(dtype),
             "processing_resolution": resolution, "depth_pass": args.depth_pass}
     check_cache(output_dir / "predictions", meta, args.recompute)
-    vae_dtype = torch.bfloat16 if dtype == torch.float16 else dtype  # an fp16 SD VAE overflows
     backbone = load_standalone(args.checkpoint, device=device, dtype=dtype, vae_dtype=vae_dtype)
     log.info("loaded %s on %s (%s); processing resolution %s", args.checkpoint, device, dtype, resolution or "native")
     return CheckpointPredictor(backbone, config, output_dir / "predictions", args.recompute), meta
