@@ -79,6 +79,14 @@ class StandaloneBackbone:
     def vae_dtype(self) -> torch.dtype:
         return self.vae.dtype
 
+    def upcast(self) -> "StandaloneBackbone":
+        """An fp32 copy of this backbone (the recovery from an fp16 overflow); the VAE is kept unless it is fp16."""
+        import copy
+
+        unet = copy.deepcopy(unwrap_module(self.unet)).float()
+        vae = copy.deepcopy(self.vae).float() if self.vae_dtype == torch.float16 else self.vae
+        return StandaloneBackbone(unet, vae, self.empty_embed.float(), self.latent_scale)
+
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         posterior = self.vae.encode(rgb.to(self.vae.device, self.vae_dtype)).latent_dist
         return posterior.mean.float() * self.latent_scale  # [B,4,h,w]

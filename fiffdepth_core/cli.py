@@ -17,7 +17,7 @@ import torch
 from .files import FORMATS, WRITERS, list_images, load_image, output_path, write_png8
 from .image import to_rgb
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
-from .predictor import PASSES, NonFiniteOutputError, PredictConfig, predict_depth
+from .predictor import PASSES, PredictConfig, predict_depth
 from .runtime import DTYPES, choose_tiles, free_memory, resolve_device, resolve_dtypes
 
 log = logging.getLogger("fiffdepth")
@@ -107,21 +107,17 @@ def run_predict(args) -> int:
 
     backbone = load_standalone(args.checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype)
     log.info("loaded %s on %s (UNet %s, VAE %s)", args.checkpoint, device, unet_dtype, vae_dtype)
+    def upcast():  # after one fp16 overflow, the rest of the run stays in fp32
+        nonlocal backbone
+        backbone = backbone.upcast()
+        return backbone
+
     bar = _progress(len(images), args.quiet)
     pending = []
     for paths, batch in _groups(images, args.batch_size):
         tiles = choose_tiles(args.vae_tiling, args.tile_size, batch.shape, config, free_memory(device), vae_dtype)
         run_config = replace(config, tiles=tiles)
-        try:
-            with torch.inference_mode():
-                depths = predict_depth(backbone, batch, run_config)
-        except NonFiniteOutputError as err:
-            if backbone.dtype == torch.float32:
-                raise
-            log.warning("%s; retrying %s in fp32", err, ", ".join(p.name for p in paths))
-            backbone = load_standalone(args.checkpoint, device=device, dtype=torch.float32)
-            with torch.inference_mode():
-                depths = predict_depth(backbone, batch, run_config)
+        depths = predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
         for path, depth in zip(paths, depths):
             _write(path, depth, targets[path], args, pending)
         bar.update(len(paths))

@@ -91,7 +91,8 @@ def _chunks(total: int, size: int) -> list[slice]:
 
 def predict_depth(backbone: Backbone, images: torch.Tensor, config: PredictConfig = PredictConfig(),
                   progress: Callable[[int, int], None] | None = None,
-                  interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+                  interrupt: Callable[[], None] | None = None,
+                  fallback: Callable[[], Backbone] | None = None) -> torch.Tensor:
     """Affine-invariant depth in [0,1] (0 = near, 1 = far) for a batch of same-sized images.
 
     Args:
@@ -100,11 +101,24 @@ def predict_depth(backbone: Backbone, images: torch.Tensor, config: PredictConfi
         config: resolution, padding, batching and pass; see :class:`PredictConfig`.
         progress: called as ``progress(steps_done, steps_total)`` after each model call.
         interrupt: called before each model call; raise from it to cancel.
+        fallback: when the model overflows (NaN/inf, typically fp16), the run is repeated once on the backbone
+            this returns (e.g. ``backbone.upcast``), with a warning; without it the error is raised.
 
     Returns:
         ``[B,H,W]`` float32 on the device of ``images``: the raw depth of the reference pipeline.
     """
     check_images(images)
+    with torch.inference_mode():
+        try:
+            return _predict(backbone, images, config, progress, interrupt)
+        except NonFiniteOutputError as error:
+            if fallback is None:
+                raise
+            log.warning("%s: running again in fp32", error)
+            return _predict(fallback(), images, config, progress, interrupt)
+
+
+def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, progress, interrupt) -> torch.Tensor:
     batch, _, height, width = images.shape
     timesteps = PASS_TIMESTEPS[config.depth_pass]
     chunks = _chunks(batch, config.batch_size)

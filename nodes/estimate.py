@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import torch
 from comfy_api.latest import io
 
 import comfy.model_management as mm
@@ -86,10 +89,11 @@ class FiffDepthEstimate(io.ComfyNode):
         tiles = choose_tiles(vae_tiling, TILE_SIZE, images.shape, config, mm.get_free_memory(vae.device),
                              vae.vae_dtype)
         if tiles is not None:
-            config = PredictConfig(**{**config.__dict__, "tiles": tiles})
+            config = replace(config, tiles=tiles)
         bar = comfy.utils.ProgressBar(1)
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
-                              interrupt=mm.throw_exception_if_processing_interrupted)  # [B,H,W]
+                              interrupt=mm.throw_exception_if_processing_interrupted,
+                              fallback=backbone.upcast if backbone.dtype != torch.float32 else None)  # [B,H,W]
         control = controlnet_depth(depth, normalization)[..., None].expand(-1, -1, -1, 3)  # [B,H,W,3]
         out = mm.intermediate_device()
         return io.NodeOutput(control.contiguous().to(out), depth.to(out))

@@ -53,6 +53,12 @@ class HostBackbone:
         self.dtype = base.manual_cast_dtype or base.get_dtype()
         self.latent_format = self.patcher.get_model_object("latent_format")
 
+    def upcast(self) -> "HostBackbone":
+        """The same models computing the UNet in fp32 (ComfyUI's manual cast), to recover from an fp16 overflow."""
+        model = self.patcher.clone()
+        model.set_model_compute_dtype(torch.float32)
+        return HostBackbone(model, self.vae, self.context)
+
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         vae = self.vae
         mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(rgb.shape, vae.vae_dtype))

@@ -157,3 +157,15 @@ def test_headless_server_runs_loader_estimate_save(tmp_path):
     assert saved.shape == (96, 128)
     assert np.abs(saved - expected.numpy()).max() <= FP32_TOL
     assert (tmp_path / "output" / "srv" / "cn_00001_.png").is_file()
+
+
+def test_host_upcast_computes_in_fp32_on_a_clone(host):
+    nodes, base = host
+    host_backbone = pack_module("host_backbone")
+    model, vae, cond = nodes.NODE_CLASS_MAPPINGS["FiffDepthLoader"].execute(model_name="tiny", precision="fp32").args
+    backbone = host_backbone.HostBackbone(model, vae, cond[0][0])
+    upcast = backbone.upcast()
+    assert upcast.dtype == torch.float32 and upcast.patcher is not backbone.patcher
+    images = seeded_images(1, 64, 64, seed=6)
+    config = PredictConfig(processing_resolution=0)
+    assert torch.equal(predict_depth(upcast, images, config), predict_depth(backbone, images, config))

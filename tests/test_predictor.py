@@ -148,15 +148,20 @@ def test_non_finite_output_is_detected_and_explained(tiny_backbone):
         run(_OverflowingBackbone(tiny_backbone), seeded_images(1, 64, 64), processing_resolution=0)
 
 
-def test_real_fp16_overflow_is_detected(tiny_checkpoint):
+def test_real_fp16_overflow_is_detected_and_recovered_in_fp32(tiny_checkpoint):
     from fiffdepth_core.checkpoint import load_standalone
 
     backbone = load_standalone(tiny_checkpoint, dtype=torch.float16, vae_dtype=torch.float32)
     with torch.no_grad():
         backbone.unet.conv_out.bias.fill_(65000.0)  # the fp16 UNet output overflows past 65504
         backbone.unet.conv_out.weight.fill_(10.0)
+    images = seeded_images(1, 64, 64)
     with pytest.raises(NonFiniteOutputError, match="float16"):
-        run(backbone, seeded_images(1, 64, 64), processing_resolution=0)
+        run(backbone, images, processing_resolution=0)
+    upcast = backbone.upcast()
+    assert upcast.dtype == torch.float32 and backbone.dtype == torch.float16  # a copy; the original is untouched
+    recovered = predict_depth(backbone, images, PredictConfig(processing_resolution=0), fallback=backbone.upcast)
+    assert torch.equal(recovered, predict_depth(upcast, images, PredictConfig(processing_resolution=0)))
 
 
 @pytest.mark.parametrize("kwargs, message", [
