@@ -143,7 +143,7 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
     latents, padding = [], (0, 0)
     for part in chunks:
         check()
-        rgb = to_rgb(images[part]).to(backbone.device, torch.float32)  # [b,3,H,W]
+        rgb = to_rgb(images[part]).to(backbone.device, torch.float32).contiguous()  # [b,3,H,W], one memory layout
         rgb = resize(rgb, (proc_h, proc_w)) * 2.0 - 1.0  # [b,3,PH,PW]
         rgb, padding = pad_to_multiple(rgb, config.pad_multiple)  # [b,3,QH,QW]
         latents.append(_encode(backbone, rgb, config.tiles))  # [b,4,h,w]

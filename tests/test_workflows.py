@@ -1,0 +1,255 @@
+"""The bundled workflows (``workflows/*.json``, served by ComfyUI as templates), checked without ComfyUI (CI).
+
+Each file is well-formed UI-format JSON whose link table agrees with the node slots, uses only core nodes and this
+pack's nodes, matches this pack's node schemas (taken from the real ``define_schema()`` through
+``pack_schemas.py``), connects matching types, is laid out tidily, names every model file it needs, and has its
+thumbnail. The UI -> API converter is unit-tested on a synthetic graph. ``test_workflows_comfyui.py`` checks the
+same files against a real ComfyUI.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import combinations
+
+import pytest
+from bundled_workflows import (
+    CORE_NODES,
+    LOADERS,
+    NAMES,
+    PACK_NODES,
+    TITLE_H,
+    WORKFLOW_DIR,
+    by_id,
+    check_widget_value,
+    linked_widgets,
+    load,
+    notes_text,
+    of_type,
+    source_of,
+)
+from pack_schemas import pack_object_info
+from workflow_api import (
+    input_slots,
+    ordered_inputs,
+    output_slots,
+    saved_inputs,
+    ui_to_api,
+    widget_layout,
+    widget_values,
+)
+
+
+@pytest.fixture(scope="module")
+def pack_info():
+    return pack_object_info()
+
+
+@pytest.fixture(params=NAMES)
+def workflow(request):
+    return request.param, load(request.param)
+
+
+def test_templates_and_thumbnails_are_all_there():
+    from PIL import Image
+
+    assert sorted(p.stem for p in WORKFLOW_DIR.glob("*.json")) == sorted(NAMES), \
+        "ComfyUI serves every .json in workflows/ as a template: keep other JSON elsewhere"
+    for name in NAMES:
+        with Image.open(WORKFLOW_DIR / f"{name}.jpg") as thumb:
+            assert thumb.format == "JPEG" and min(thumb.size) >= 256, (name, thumb.format, thumb.size)
+
+
+def test_ui_format_is_consistent(workflow):
+    name, wf = workflow
+    assert wf.get("version") == 0.4 and isinstance(wf.get("groups"), list) and isinstance(wf.get("extra"), dict)
+    nodes = by_id(wf)
+    assert len(nodes) == len(wf["nodes"]), "duplicate node ids"
+    link_ids = [link[0] for link in wf["links"]]
+    assert len(set(link_ids)) == len(link_ids), "duplicate link ids"
+    assert wf["last_node_id"] >= max(nodes) and wf["last_link_id"] >= max(link_ids, default=0)
+    for node in wf["nodes"]:
+        for key, kind in (("pos", list), ("size", list), ("flags", dict), ("inputs", list), ("outputs", list),
+                          ("properties", dict), ("widgets_values", list), ("order", int), ("mode", int)):
+            assert isinstance(node.get(key), kind), f"{name}: node {node['id']} {key}"
+        assert node["mode"] == 0, f"{name}: node {node['id']} is muted or bypassed"
+    assert sorted(n["order"] for n in wf["nodes"]) == list(range(len(nodes))), "order is not a permutation"
+    for link_id, src, src_slot, dst, dst_slot, link_type in wf["links"]:
+        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"], f"{name}: link {link_id} missing from node {src}'s output {out['name']}"
+        assert inp["link"] == link_id, f"{name}: node {dst} input {inp['name']} does not hold link {link_id}"
+        assert out["type"] == inp["type"] == link_type, f"{name}: link {link_id} joins {out['type']} to {inp['type']}"
+        assert nodes[src]["order"] < nodes[dst]["order"], f"{name}: link {link_id} runs against the order"
+    for node in wf["nodes"]:
+        for slot in node["inputs"]:
+            if slot["link"] is not None:
+                assert slot["link"] in link_ids, f"{name}: node {node['id']} input {slot['name']} dangles"
+        for out in node["outputs"]:
+            for link_id in out.get("links") or []:
+                assert link_id in link_ids, f"{name}: node {node['id']} output {out['name']} dangles"
+
+
+def test_only_core_and_pack_nodes(workflow):
+    name, wf = workflow
+    unknown = {node["type"] for node in wf["nodes"]} - CORE_NODES - PACK_NODES
+    assert not unknown, f"{name} uses nodes that are neither core nor this pack's: {unknown}"
+
+
+def test_pack_nodes_match_their_schemas(workflow, pack_info):
+    name, wf = workflow
+    assert set(pack_info) == PACK_NODES
+    for node in wf["nodes"]:
+        info = pack_info.get(node["type"])
+        if info is None:
+            continue
+        where = f"{name}: node {node['id']} ({node['type']})"
+        expected = saved_inputs(info, linked_widgets(node))
+        got = [(s["name"], s["type"], bool(s.get("widget"))) for s in node["inputs"]]
+        assert got == [(s.name, s.type, s.widget) for s in expected], f"{where} inputs"
+        assert [(o["name"], o["type"]) for o in node["outputs"]] == output_slots(info), f"{where} outputs"
+        values = widget_values(node, info)  # raises on a wrong count
+        specs = {n: spec for n, spec, _ in ordered_inputs(info)}
+        for input_name, value in values.items():
+            check_widget_value(where, input_name, specs[input_name], value)
+
+
+def boxes(wf: dict) -> dict[int, tuple[float, float, float, float]]:
+    """Node rectangles (x0, y0, x1, y1) including the title bar."""
+    return {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_H, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+            for n in wf["nodes"]}
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_layout_is_tidy(workflow):
+    name, wf = workflow
+    rects = boxes(wf)
+    for (i, a), (j, b) in combinations(rects.items(), 2):
+        assert not overlap(a, b), f"{name}: nodes {i} and {j} overlap"
+    groups = [(g["title"], (g["bounding"][0], g["bounding"][1], g["bounding"][0] + g["bounding"][2],
+                            g["bounding"][1] + g["bounding"][3])) for g in wf["groups"]]
+    for (ta, a), (tb, b) in combinations(groups, 2):
+        assert not overlap(a, b), f"{name}: groups {ta!r} and {tb!r} overlap"
+    for title, g in groups:
+        for node_id, r in rects.items():
+            inside = g[0] <= r[0] and r[2] <= g[2] and g[1] + TITLE_H <= r[1] and r[3] <= g[3]
+            assert inside or not overlap(g, r), f"{name}: node {node_id} straddles group {title!r}"
+    for node in wf["nodes"]:
+        assert 100 <= node["size"][0] <= 800 and 20 <= node["size"][1] <= 1000, f"{name}: node {node['id']} size"
+    nodes = by_id(wf)
+    for link_id, src, _, dst, _, _ in wf["links"]:  # left to right, or down within a column
+        (sx, sy), (dx, dy) = nodes[src]["pos"], nodes[dst]["pos"]
+        assert sx < dx or (sx == dx and sy < dy), f"{name}: link {link_id} flows backwards"
+
+
+def test_notes_say_which_files_go_where(workflow):
+    name, wf = workflow
+    text = notes_text(wf)
+    assert "train/finetune.py" in text and re.search(r"no official fiffdepth weights", text, re.IGNORECASE), name
+    loaders = [node for node in wf["nodes"] if node["type"] in LOADERS]
+    assert loaders, f"{name} loads no model"
+    for node in loaders:
+        folder, widget = LOADERS[node["type"]]
+        file_name = node["widgets_values"][0]  # every loader's first widget is its file
+        assert f"models/{folder}/" in text and file_name in text, f"{name}: the note does not place {file_name}"
+    for node in wf["nodes"]:
+        for model in node["properties"].get("models", []):
+            assert model["name"] == node["widgets_values"][0] and model["url"].startswith("https://huggingface.co/")
+            assert model["directory"] == LOADERS[node["type"]][0]
+
+
+def test_each_workflow_does_its_job(pack_info):
+    def estimate_inputs(wf):
+        return [widget_values(node, pack_info["FiffDepthEstimate"]) for node in of_type(wf, "FiffDepthEstimate")]
+
+    wf = load(NAMES[0])
+    assert sorted(v["depth_pass"] for v in estimate_inputs(wf)) == ["detailed", "filtered"]
+    saves = of_type(wf, "FiffDepthSave")
+    assert len(saves) == 2 and all(node["widgets_values"][1] == "png16" for node in saves)
+    assert {source_of(wf, node, "depth")[0]["id"] for node in saves} == \
+        {node["id"] for node in of_type(wf, "FiffDepthEstimate")}
+    assert of_type(wf, "FiffDepthColorize") and of_type(wf, "PreviewImage")
+
+    for name, family in ((NAMES[1], "sd15"), (NAMES[2], "xl")):
+        wf = load(name)
+        apply = of_type(wf, "ControlNetApplyAdvanced")[0]
+        hint, _ = source_of(wf, apply, "image")
+        assert hint["type"] == "ImageScaleToTotalPixels"
+        assert source_of(wf, hint, "image")[0]["type"] == "FiffDepthEstimate"
+        assert family in source_of(wf, apply, "control_net")[0]["widgets_values"][0]
+        latent = of_type(wf, "EmptyLatentImage")[0]
+        assert {source_of(wf, latent, side)[0]["type"] for side in ("width", "height")} == {"GetImageSize"}
+        sampler = of_type(wf, "KSampler")[0]
+        assert source_of(wf, sampler, "positive")[0] is apply and source_of(wf, sampler, "latent_image")[0] is latent
+        assert of_type(wf, "SaveImage") and of_type(wf, "CheckpointLoaderSimple")
+
+    wf = load(NAMES[3])
+    (values,) = estimate_inputs(wf)
+    assert values["normalization"] == "whole_batch"
+    est = of_type(wf, "FiffDepthEstimate")[0]
+    frames, _ = source_of(wf, est, "image")
+    assert frames["type"] == "GetVideoComponents" and source_of(wf, frames, "video")[0]["type"] == "LoadVideo"
+    assert of_type(wf, "SaveImage") and of_type(wf, "FiffDepthSave")
+
+    wf = load(NAMES[4])
+    est = of_type(wf, "FiffDepthEstimate")[0]
+    assert not of_type(wf, "FiffDepthLoader")
+    assert [source_of(wf, est, n)[0]["type"] for n in ("model", "vae", "conditioning")] == \
+        ["UNETLoader", "VAELoader", "LotusConditioning"]
+
+
+# A small synthetic node set for the converter's rules.
+SYNTHETIC_INFO = {
+    "Src": {"input": {"required": {}}, "output": ["IMAGE", "INT"], "output_name": ["IMAGE", "count"]},
+    "Dst": {"input": {"required": {"image": ["IMAGE"], "seed": ["INT", {"default": 0}],
+                                   "steps": ["INT", {"default": 20}], "mode": [["a", "b"]]},
+                      "optional": {"mask": ["MASK"], "flag": ["BOOLEAN", {"default": False}]}},
+            "input_order": {"required": ["image", "seed", "steps", "mode"], "optional": ["mask", "flag"]},
+            "output": ["IMAGE"], "output_name": ["IMAGE"]},
+    "Up": {"input": {"required": {"file": ["COMBO", {"options": ["x.png"], "image_upload": True}]}},
+           "output": ["IMAGE"], "output_name": ["IMAGE"]},
+    "Pass": {"input": {"required": {"image": ["IMAGE"], "noise_seed": ["INT", {"control_after_generate": False}]}},
+             "output": ["IMAGE"], "output_name": ["IMAGE"]},
+}
+
+
+def synthetic_workflow() -> dict:
+    def node(node_id, type_, inputs=(), outputs=(), widgets=(), mode=0):
+        return {"id": node_id, "type": type_, "mode": mode, "inputs": list(inputs), "outputs": list(outputs),
+                "widgets_values": list(widgets)}
+
+    return {"nodes": [
+        node(1, "Src", outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [1]},
+                                {"name": "count", "type": "INT", "links": [5]}]),
+        node(2, "Reroute", inputs=[{"name": "", "type": "*", "link": 1}], outputs=[{"type": "IMAGE", "links": [2]}]),
+        node(3, "Pass", inputs=[{"name": "image", "type": "IMAGE", "link": 2}], widgets=[7],
+             outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [3]}], mode=4),
+        node(4, "Dst", inputs=[{"name": "image", "type": "IMAGE", "link": 3},
+                               {"name": "mask", "type": "MASK", "link": None},
+                               {"name": "steps", "type": "INT", "widget": {"name": "steps"}, "link": 4},
+                               {"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": 5}],
+             widgets=[5, "randomize", 30, "b", True], outputs=[{"name": "IMAGE", "type": "IMAGE", "links": [6]}]),
+        node(5, "PrimitiveNode", outputs=[{"name": "INT", "type": "INT", "links": [4]}], widgets=[42, "fixed"]),
+        node(6, "Up", widgets=["x.png", "image"]),
+        node(7, "Dst", inputs=[{"name": "image", "type": "IMAGE", "link": 6}], widgets=[1, "fixed", 2, "a", False],
+             mode=2),
+        node(8, "Note", widgets=["hello"]),
+    ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 3, 0, 4, 0, "IMAGE"],
+                 [4, 5, 0, 4, 2, "INT"], [5, 1, 1, 4, 3, "INT"], [6, 4, 0, 7, 0, "IMAGE"]]}
+
+
+def test_converter_follows_the_frontend_rules():
+    assert widget_layout(SYNTHETIC_INFO["Dst"]) == ["seed", None, "steps", "mode", "flag"]
+    assert widget_layout(SYNTHETIC_INFO["Up"]) == ["file", None]
+    assert widget_layout(SYNTHETIC_INFO["Pass"]) == ["noise_seed"]  # control_after_generate: False wins
+    assert [s.name for s in input_slots(SYNTHETIC_INFO["Dst"])] == ["image", "mask", "seed", "steps", "mode", "flag"]
+    prompt = ui_to_api(synthetic_workflow(), SYNTHETIC_INFO)
+    assert sorted(prompt) == ["1", "4", "6"]  # Reroute, bypassed, muted and Note nodes are left out
+    assert prompt["4"]["inputs"] == {"image": ["1", 0], "seed": ["1", 1], "steps": 42, "mode": "b", "flag": True}
+    assert prompt["6"]["inputs"] == {"file": "x.png"}
+    bad = synthetic_workflow()
+    bad["nodes"][3]["widgets_values"].pop()
+    with pytest.raises(ValueError, match="widgets_values"):
+        ui_to_api(bad, SYNTHETIC_INFO)

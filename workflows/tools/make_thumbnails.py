@@ -1,0 +1,161 @@
+"""Template thumbnails (``workflows/<name>.jpg``): a title band over a real screenshot of the workflow as ComfyUI's
+own frontend draws it.
+
+A headless ComfyUI (COMFYUI_PATH, this pack linked in, loopback only) serves the frontend; Debian's ``chromium``
+runs headless with no network beyond 127.0.0.1 and loads each workflow the way the template browser does. The
+Load Image / Load Video nodes show a procedural scene rendered by ``train/datasets/procedural_scene.py`` (no
+third-party pictures); depth previews stay empty (no official weights exist, and random ones would mislead).
+
+    apt-get install chromium
+    COMFYUI_PATH=/path/to/ComfyUI python workflows/tools/make_thumbnails.py [name ...]
+
+Needs a Python with ComfyUI's requirements (aiohttp, av, Pillow). The template browser shows a thumbnail in a
+256 px square without cropping, so thumbnails are 512 x 512 (sharp on high-density screens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+WORKFLOWS = Path(__file__).resolve().parents[1]
+PROJECT = WORKFLOWS.parent
+sys.path.insert(0, str(PROJECT / "tests"))
+
+import frontend  # noqa: E402
+from comfy_host import comfy_server  # noqa: E402
+
+SIZE = 512
+BAND = 118
+BACKGROUND = (32, 32, 32)
+TITLES = {
+    "fiffdepth_1_image_to_depth": ("Image → depth", "detailed + filtered passes · 16-bit PNG"),
+    "fiffdepth_2_controlnet_sd15": ("Depth → SD 1.5 ControlNet", "FiffDepth map drives a depth ControlNet"),
+    "fiffdepth_3_controlnet_sdxl": ("Depth → SDXL ControlNet", "FiffDepth map drives an SDXL depth ControlNet"),
+    "fiffdepth_4_video_depth": ("Video → depth frames", "whole-batch normalisation · no flicker"),
+    "fiffdepth_5_core_loaders": ("Core loaders", "UNET + VAE loaders · LotusConditioning"),
+}
+VIEW = {"width": 2200, "height": 1500, "margin": 20}
+
+
+def _procedural_render():
+    path = PROJECT / "train" / "datasets" / "procedural_scene.py"
+    spec = importlib.util.spec_from_file_location("_fiffdepth_procedural_scene", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # numpy only
+    return module.render
+
+
+def write_inputs(input_dir: Path) -> None:
+    """``example.png`` and a short ``example.mp4`` (a slow pan over the same scene) for the loader previews."""
+    render = _procedural_render()
+    input_dir.mkdir(parents=True, exist_ok=True)
+    rgb, _ = render(384, 576, index=3, seed=7)  # [3,H,W]
+    pixels = (rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8)  # [H,W,3]
+    Image.fromarray(pixels).save(input_dir / "example.png")
+    import av
+
+    with av.open(str(input_dir / "example.mp4"), mode="w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 448, 384, "yuv420p"
+        for x in range(0, 128, 8):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels[:, x:x + 448]), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+# Fits the graph (notes left out: unreadable at thumbnail size) into the canvas element, which starts right of
+# the side bar and below the top bar, and returns that region in page pixels for the screenshot clip.
+FIT_VIEW = """(async () => {{
+    const app = {app}; const canvas = app.canvas; const graph = app.graph;
+    const title = LiteGraph.NODE_TITLE_HEIGHT, margin = {margin};
+    const boxes = graph.nodes.filter(n => !["Note", "MarkdownNote"].includes(n.type))
+        .map(n => [n.pos[0], n.pos[1] - title, n.pos[0] + n.size[0], n.pos[1] + n.size[1]])
+        .concat(graph.groups.map(g => (b => [b[0], b[1], b[0] + b[2], b[1] + b[3]])(g.boundingRect ?? g._bounding)));
+    const x0 = Math.min(...boxes.map(b => b[0])) - 16, y0 = Math.min(...boxes.map(b => b[1])) - 16;
+    const x1 = Math.max(...boxes.map(b => b[2])) + 16, y1 = Math.max(...boxes.map(b => b[3])) + 16;
+    const rect = canvas.canvas.getBoundingClientRect();
+    const w = rect.width - 2 * margin, h = rect.height - 2 * margin;
+    const scale = Math.min(w / (x1 - x0), h / (y1 - y0), 1.5);
+    canvas.ds.scale = scale;
+    canvas.ds.offset[0] = margin / scale - x0;
+    canvas.ds.offset[1] = margin / scale - y0;
+    canvas.setDirty(true, true);
+    await new Promise(r => setTimeout(r, 1500));
+    canvas.draw(true, true);
+    return {{x: rect.left + margin, y: rect.top + margin, width: (x1 - x0) * scale, height: (y1 - y0) * scale}};
+}})()"""
+
+
+async def screenshots(url: str, names: list[str]) -> dict[str, Image.Image]:
+    shots = {}
+    async with frontend.browser_page(VIEW["width"], VIEW["height"], scale=1.0) as page:
+        await frontend.open_app(page, url)
+        for name in names:
+            workflow = json.loads((WORKFLOWS / f"{name}.json").read_text())
+            report = await frontend.load_workflow(page, workflow)
+            if report["missing"]:
+                raise RuntimeError(f"{name}: the frontend does not know {report['missing']}")
+            clip = await page.js(FIT_VIEW.format(app=frontend.APP, margin=VIEW["margin"]))
+            shots[name] = Image.open(io.BytesIO(await page.screenshot(clip=clip))).convert("RGB")
+    return shots
+
+
+def _font(size: int, bold: bool = False):
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    for folder in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu"):
+        if Path(folder, name).is_file():
+            return ImageFont.truetype(str(Path(folder, name)), size)
+    return ImageFont.load_default(size)
+
+
+def compose(shot: Image.Image, title: str, subtitle: str) -> Image.Image:
+    """512 x 512: a title band, then the screenshot fitted below it."""
+    card = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(card)
+    draw.rectangle([0, 0, SIZE, BAND], fill=(24, 40, 56))
+    draw.text((22, 14), "FiffDepth", font=_font(20, bold=True), fill=(120, 190, 255))
+    size = 34
+    while size > 18 and draw.textlength(title, font=_font(size, bold=True)) > SIZE - 44:
+        size -= 1
+    draw.text((22, 40 + (34 - size) // 2), title, font=_font(size, bold=True), fill=(245, 245, 245))
+    draw.text((22, 84), subtitle, font=_font(18), fill=(185, 195, 205))
+    room_w, room_h = SIZE - 16, SIZE - BAND - 16
+    scale = min(room_w / shot.width, room_h / shot.height)
+    fitted = shot.resize((max(1, round(shot.width * scale)), max(1, round(shot.height * scale))),
+                         Image.Resampling.LANCZOS)
+    card.paste(fitted, ((SIZE - fitted.width) // 2, BAND + 8 + (room_h - fitted.height) // 2))
+    return card
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="workflow names (default: every workflows/*.json)")
+    args = parser.parse_args()
+    names = args.names or sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    if frontend.chromium_path() is None:
+        sys.exit("no chromium on PATH: apt-get install chromium")
+    with tempfile.TemporaryDirectory() as base:
+        frontend.write_quiet_settings(Path(base))
+        write_inputs(Path(base) / "input")
+        with comfy_server(Path(base)) as url:
+            shots = frontend.run(screenshots(url, names))
+    for name in names:
+        title, subtitle = TITLES.get(name, (name, ""))
+        compose(shots[name], title, subtitle).save(WORKFLOWS / f"{name}.jpg", quality=90, optimize=True,
+                                                    progressive=True)
+        print("wrote", WORKFLOWS / f"{name}.jpg")
+
+
+if __name__ == "__main__":
+    main()
