@@ -18,7 +18,8 @@ from .files import FORMATS, WRITERS, list_images, load_image, output_path, write
 from .image import to_rgb
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
 from .predictor import PASSES, PredictConfig, predict_depth
-from .runtime import DTYPES, choose_tiles, free_memory, resolve_device, resolve_dtypes
+from .runtime import (DTYPES, InsufficientMemoryError, check_memory, choose_tiles, free_memory, resolve_device,
+                      resolve_dtypes)
 
 log = logging.getLogger("fiffdepth")
 
@@ -117,6 +118,7 @@ def run_predict(args) -> int:
     for paths, batch in _groups(images, args.batch_size):
         tiles = choose_tiles(args.vae_tiling, args.tile_size, batch.shape, config, free_memory(device), vae_dtype)
         run_config = replace(config, tiles=tiles)
+        check_memory(batch.shape, run_config, free_memory(device), backbone.dtype, backbone.vae_dtype)
         depths = predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
         for path, depth in zip(paths, depths):
             _write(path, depth, targets[path], args, pending)
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
     try:
         return run_predict(args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError, InsufficientMemoryError) as err:
         log.error("%s", err)
         return 2
 

@@ -22,6 +22,12 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # ComfyUI's model management uses; they overestimate smaller VAEs, which only makes tiling start earlier).
 VAE_ENCODE_BYTES_PER_PIXEL = 1767
 VAE_DECODE_BYTES_PER_PIXEL = 2178
+# SD2 UNet activations per latent cell per byte of dtype (ComfyUI's estimate with memory-efficient attention).
+UNET_BYTES_PER_LATENT_CELL = 0.01 * 2**20
+
+
+class InsufficientMemoryError(MemoryError):
+    """A run would not fit in the memory available; the message says how much it needs and what to change."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -83,6 +89,19 @@ def vae_bytes(height: int, width: int, batch: int, dtype: torch.dtype) -> int:
     return per_pixel * height * width * batch * torch.finfo(dtype).bits // 8
 
 
+def unet_bytes(height: int, width: int, batch: int, dtype: torch.dtype) -> int:
+    """Estimated UNet activation memory for a ``batch`` of padded ``height`` x ``width`` images (whole latent)."""
+    cells = (height // 8) * (width // 8) * batch
+    return int(cells * UNET_BYTES_PER_LATENT_CELL * torch.finfo(dtype).bits // 8)
+
+
+def padded_size(batch_shape, config) -> tuple[int, int]:
+    """The size the model sees for images of ``batch_shape`` under ``config`` (resized, padded)."""
+    height, width = processing_size(batch_shape[-2], batch_shape[-1], config.processing_resolution)
+    multiple = config.pad_multiple
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
 def choose_tiles(mode: str, tile_size: int, batch_shape, config, free_bytes: int | None,
                  vae_dtype: torch.dtype) -> TileConfig | None:
     """Tiles for ``mode`` on/off/auto. ``auto`` tiles when the untiled VAE would need over 80% of ``free_bytes``
@@ -94,12 +113,36 @@ def choose_tiles(mode: str, tile_size: int, batch_shape, config, free_bytes: int
     tiles = TileConfig(tile_size=tile_size, overlap=max(8, tile_size // 8 // 8 * 8))
     if mode == "on":
         return tiles
-    height, width = processing_size(batch_shape[-2], batch_shape[-1], config.processing_resolution)
-    multiple = config.pad_multiple
-    height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    height, width = padded_size(batch_shape, config)
     need = vae_bytes(height, width, min(config.batch_size, batch_shape[0]), vae_dtype)
     if free_bytes is None or need <= 0.8 * free_bytes or not tiles.applies((height, width)):
         return None
     log.info("VAE needs about %.1f GiB for %dx%d but %.1f GiB is free: using %d px tiles",
              need / 2**30, height, width, free_bytes / 2**30, tile_size)
     return tiles
+
+
+def check_memory(batch_shape, config, free_bytes: int | None, unet_dtype: torch.dtype,
+                 vae_dtype: torch.dtype) -> None:
+    """Refuse, before any work, a run whose estimated peak exceeds ``free_bytes`` (None: cannot know, pass).
+
+    The VAE part is the largest tile's when ``config.tiles`` applies; the UNet always sees the whole latent.
+    """
+    if free_bytes is None:
+        return
+    height, width = padded_size(batch_shape, config)
+    batch = min(config.batch_size, batch_shape[0])
+    tiles = config.tiles
+    vae_h, vae_w = (min(height, tiles.tile_size), min(width, tiles.tile_size)) if tiles else (height, width)
+    need_vae, need_unet = vae_bytes(vae_h, vae_w, batch, vae_dtype), unet_bytes(height, width, batch, unet_dtype)
+    if max(need_vae, need_unet) <= free_bytes:
+        return
+    advice = "lower the processing resolution"
+    if tiles is None and need_vae >= need_unet:
+        advice += " or turn VAE tiling on"
+    if batch > 1:
+        advice += f" or use a batch size below {batch}"
+    raise InsufficientMemoryError(
+        f"a {width}x{height} pass (batch {batch}) needs about {max(need_vae, need_unet) / 2**30:.1f} GiB "
+        f"(VAE {need_vae / 2**30:.1f} GiB, UNet {need_unet / 2**30:.1f} GiB) but {free_bytes / 2**30:.1f} GiB is "
+        f"free: {advice}")

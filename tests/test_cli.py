@@ -96,3 +96,12 @@ def test_module_entry_point_runs(photos, tiny_checkpoint, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "o" / "b.npy").shape == (64, 96)
+
+
+def test_too_large_for_memory_gives_a_clear_message(photos, tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("fiffdepth_core.cli.free_memory", lambda device: 2**20)  # pretend 1 MiB is free
+    code = main(["predict", str(photos / "a.png"), "--checkpoint", str(tiny_checkpoint), "--output-dir",
+                 str(tmp_path / "o"), "-q", "--vae-tiling", "off"])
+    assert code == 2
+    assert "needs about" in caplog.text and "GiB is free" in caplog.text
+    assert not (tmp_path / "o" / "a.npy").exists()

@@ -75,3 +75,16 @@ def test_auto_tiling_starts_when_memory_runs_short():
     assert choose_tiles("on", 1024, (1, 3, 64, 64), config, free_bytes=None, vae_dtype=torch.float32) is not None
     with pytest.raises(ValueError, match="vae_tiling"):
         choose_tiles("sometimes", 1024, shape, config, free_bytes=1, vae_dtype=torch.float32)
+
+
+def test_memory_check_names_what_is_needed_and_what_to_change():
+    from fiffdepth_core.runtime import InsufficientMemoryError, check_memory, unet_bytes
+
+    config = PredictConfig(processing_resolution=0, batch_size=2)
+    shape = (2, 3, 8192, 8192)
+    assert unet_bytes(8192, 8192, 1, torch.float16) == int(1024 * 1024 * 0.01 * 2**20 * 2)
+    check_memory(shape, config, None, torch.float16, torch.bfloat16)  # unknown free memory: no verdict
+    with pytest.raises(InsufficientMemoryError, match=r"8192x8192 pass \(batch 2\) needs about .* GiB is free: lower"):
+        check_memory(shape, config, 2**30, torch.float16, torch.bfloat16)
+    tiled = PredictConfig(processing_resolution=0, tiles=TileConfig(tile_size=1024, overlap=128))
+    check_memory((1, 3, 4096, 4096), tiled, 8 * 2**30, torch.float16, torch.bfloat16)  # tiles make it fit
