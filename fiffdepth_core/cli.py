@@ -18,10 +18,11 @@ from .files import FORMATS, WRITERS, list_images, load_image, output_path, write
 from .image import to_rgb
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
 from .predictor import PASSES, PredictConfig, predict_depth
-from .runtime import (DTYPES, InsufficientMemoryError, check_memory, choose_tiles, free_memory, resolve_device,
-                      resolve_dtypes)
+from .runtime import (DTYPES, InsufficientMemoryError, auto_batch_size, check_memory, choose_tiles, free_memory,
+                      resolve_device, resolve_dtypes)
 
 log = logging.getLogger("fiffdepth")
+AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "single files, or one .safetensors bundle")
     p.add_argument("--processing-resolution", type=int, default=768,
                    help="long edge the model sees, in px (default 768; 0 = native size)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per model call (default 1)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="images per model call (default 1; 0 = as many as fit in free memory)")
     p.add_argument("--format", nargs="+", default=["npy", "png16"], choices=FORMATS, metavar="FORMAT",
                    help=f"outputs to write, any of {', '.join(FORMATS)} (default: npy png16)")
     p.add_argument("--output-dir", default="fiffdepth_output", help="folder for outputs (default ./fiffdepth_output)")
@@ -100,7 +102,7 @@ def run_predict(args) -> int:
     if not images:
         raise SystemExit("error: no images found in " + ", ".join(args.inputs))
     targets = _targets(images, args)
-    config = PredictConfig(processing_resolution=args.processing_resolution, batch_size=args.batch_size,
+    config = PredictConfig(processing_resolution=args.processing_resolution, batch_size=max(1, args.batch_size),
                            depth_pass=args.depth_pass)
     device = resolve_device(args.device)
     unet_dtype, vae_dtype = resolve_dtypes(args.dtype, device)
@@ -115,9 +117,12 @@ def run_predict(args) -> int:
 
     bar = _progress(len(images), args.quiet)
     pending = []
-    for paths, batch in _groups(images, args.batch_size):
+    for paths, batch in _groups(images, args.batch_size or AUTO_GROUP):
         tiles = choose_tiles(args.vae_tiling, args.tile_size, batch.shape, config, free_memory(device), vae_dtype)
         run_config = replace(config, tiles=tiles)
+        if args.batch_size == 0:
+            run_config = replace(run_config, batch_size=auto_batch_size(batch.shape, run_config, free_memory(device),
+                                                                        backbone.dtype, backbone.vae_dtype))
         check_memory(batch.shape, run_config, free_memory(device), backbone.dtype, backbone.vae_dtype)
         depths = predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
         for path, depth in zip(paths, depths):
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     for name in ("diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--processing-resolution",
+    for flag, value, low in (("--batch-size", args.batch_size, 0), ("--processing-resolution",
                                                                      args.processing_resolution, 0)):
         if value < low:
             raise SystemExit(f"error: {flag} must be >= {low}, got {value}")

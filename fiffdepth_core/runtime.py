@@ -146,3 +146,21 @@ def check_memory(batch_shape, config, free_bytes: int | None, unet_dtype: torch.
         f"a {width}x{height} pass (batch {batch}) needs about {max(need_vae, need_unet) / 2**30:.1f} GiB "
         f"(VAE {need_vae / 2**30:.1f} GiB, UNet {need_unet / 2**30:.1f} GiB) but {free_bytes / 2**30:.1f} GiB is "
         f"free: {advice}")
+
+
+def auto_batch_size(batch_shape, config, free_bytes: int | None, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
+                    limit: int = 64) -> int:
+    """The largest batch (at most the number of images and ``limit``) whose estimated peak fits in 80% of
+    ``free_bytes``; 1 when free memory is unknown."""
+    if free_bytes is None:
+        return 1
+    height, width = padded_size(batch_shape, config)
+    tiles = config.tiles
+    vae_h, vae_w = (min(height, tiles.tile_size), min(width, tiles.tile_size)) if tiles else (height, width)
+    best = 1
+    for batch in range(1, min(batch_shape[0], limit) + 1):
+        need = max(vae_bytes(vae_h, vae_w, batch, vae_dtype), unet_bytes(height, width, batch, unet_dtype))
+        if need > 0.8 * free_bytes:
+            break
+        best = batch
+    return best

@@ -12,7 +12,7 @@ import comfy.utils
 
 from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
 from ..fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth
-from ..fiffdepth_core.runtime import choose_tiles
+from ..fiffdepth_core.runtime import auto_batch_size, choose_tiles
 from .host_backbone import HostBackbone, conditioning_tensor
 
 TILE_SIZE = 1024
@@ -63,7 +63,8 @@ class FiffDepthEstimate(io.ComfyNode):
                 io.Int.Input("processing_resolution", default=768, min=0, max=8192, step=8,
                              tooltip="Long edge the model sees, in px; aspect ratio kept, output returned at the "
                                      "input size. 0 = native size."),
-                io.Int.Input("batch_size", default=1, min=1, max=256, tooltip="Images per model call"),
+                io.Int.Input("batch_size", default=1, min=0, max=256,
+                             tooltip="Images per model call; 0 = as many as fit in free memory"),
                 io.Combo.Input("depth_pass", options=list(PASSES), default="detailed", display_name="pass",
                                tooltip="detailed: t=0, the paper's output. filtered: an extra t=-1 pass, smoother "
                                        "low-frequency depth"),
@@ -84,12 +85,13 @@ class FiffDepthEstimate(io.ComfyNode):
                 depth_pass="detailed", normalization="per_image", vae_tiling="auto") -> io.NodeOutput:
         backbone = HostBackbone(model, vae, empty_prompt_context(model, conditioning, clip))
         images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
-        config = PredictConfig(processing_resolution=processing_resolution, batch_size=batch_size,
+        config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
                                depth_pass=depth_pass)
-        tiles = choose_tiles(vae_tiling, TILE_SIZE, images.shape, config, mm.get_free_memory(vae.device),
-                             vae.vae_dtype)
-        if tiles is not None:
-            config = replace(config, tiles=tiles)
+        free = mm.get_free_memory(backbone.device)
+        config = replace(config, tiles=choose_tiles(vae_tiling, TILE_SIZE, images.shape, config, free, vae.vae_dtype))
+        if batch_size == 0:
+            config = replace(config, batch_size=auto_batch_size(images.shape, config, free, backbone.dtype,
+                                                                vae.vae_dtype))
         bar = comfy.utils.ProgressBar(1)
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
                               interrupt=mm.throw_exception_if_processing_interrupted,

@@ -82,11 +82,23 @@ def test_same_stem_from_two_folders_is_refused(photos, tmp_path, tiny_checkpoint
 
 def test_bad_arguments_name_the_flag(photos, tiny_checkpoint, tmp_path):
     with pytest.raises(SystemExit, match="--batch-size"):
-        main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--batch-size", "0"])
+        main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--batch-size", "-1"])
     assert main(["predict", str(photos / "a.png"), "--checkpoint", str(tmp_path / "missing"), "-q",
                  "--output-dir", str(tmp_path / "o")]) == 2
     with pytest.raises(SystemExit):
         main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--format", "jpeg"])
+
+
+def test_automatic_batch_size(photos, tiny_checkpoint, tmp_path, monkeypatch):
+    seen = []
+    real = __import__("fiffdepth_core.cli", fromlist=["predict_depth"]).predict_depth
+    monkeypatch.setattr("fiffdepth_core.cli.predict_depth",
+                        lambda backbone, batch, config, **kw: seen.append(config.batch_size) or real(backbone, batch,
+                                                                                                   config, **kw))
+    assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--batch-size", "0", "-q",
+                 "--output-dir", str(tmp_path / "o"), "--format", "npy"]) == 0
+    assert seen[0] == 2  # a and b share a size: one call with both (plenty of free memory on this machine)
+    assert len(list((tmp_path / "o").glob("*.npy"))) == 4
 
 
 def test_module_entry_point_runs(photos, tiny_checkpoint, tmp_path):

@@ -88,3 +88,14 @@ def test_memory_check_names_what_is_needed_and_what_to_change():
         check_memory(shape, config, 2**30, torch.float16, torch.bfloat16)
     tiled = PredictConfig(processing_resolution=0, tiles=TileConfig(tile_size=1024, overlap=128))
     check_memory((1, 3, 4096, 4096), tiled, 8 * 2**30, torch.float16, torch.bfloat16)  # tiles make it fit
+
+
+def test_auto_batch_size_fills_free_memory():
+    from fiffdepth_core.runtime import auto_batch_size, vae_bytes
+
+    config = PredictConfig(processing_resolution=512)
+    one = vae_bytes(512, 512, 1, torch.bfloat16)  # the VAE dominates at this size
+    assert auto_batch_size((16, 3, 512, 512), config, int(one * 4.1 / 0.8), torch.bfloat16, torch.bfloat16) == 4
+    assert auto_batch_size((2, 3, 512, 512), config, 10**15, torch.bfloat16, torch.bfloat16) == 2
+    assert auto_batch_size((16, 3, 512, 512), config, None, torch.bfloat16, torch.bfloat16) == 1
+    assert auto_batch_size((16, 3, 512, 512), config, 1, torch.bfloat16, torch.bfloat16) == 1
