@@ -62,7 +62,7 @@ class StandaloneBackbone:
     """
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, empty_embed: torch.Tensor,
-                 latent_scale: float | None = None):
+                 latent_scale: float | None = None, channels_last: bool = False):
         core = unwrap_module(unet)  # `unet` may be wrapped (DDP, torch.compile); forward goes through the wrapper
         cross_dim = core.config.cross_attention_dim
         if empty_embed.ndim != 3 or empty_embed.shape[0] != 1 or empty_embed.shape[2] != cross_dim:
@@ -74,6 +74,7 @@ class StandaloneBackbone:
         self.device = core.device
         self.dtype = core.dtype
         self.empty_embed = empty_embed.to(self.device, self.dtype, copy=True)  # [1,T,D], fresh aligned storage
+        self.channels_last = channels_last
 
     @property
     def vae_dtype(self) -> torch.dtype:
@@ -85,19 +86,34 @@ class StandaloneBackbone:
 
         unet = copy.deepcopy(unwrap_module(self.unet)).float()
         vae = copy.deepcopy(self.vae).float() if self.vae_dtype == torch.float16 else self.vae
-        return StandaloneBackbone(unet, vae, self.empty_embed.float(), self.latent_scale)
+        return StandaloneBackbone(unet, vae, self.empty_embed.float(), self.latent_scale, self.channels_last)
+
+    def compile(self, mode: str | None = None) -> "StandaloneBackbone":
+        """``torch.compile`` the UNet and the VAE encoder/decoder in place (opt-in).
+
+        The first call at each new input size compiles (about a minute on a GPU, minutes on a CPU; Inductor caches
+        kernels on disk for later runs); later calls are faster (1.18x on the tiny model on a CPU).
+        """
+        self.unet = torch.compile(self.unet, mode=mode)
+        self.vae.encoder = torch.compile(self.vae.encoder, mode=mode)
+        self.vae.decoder = torch.compile(self.vae.decoder, mode=mode)
+        return self
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
-        posterior = self.vae.encode(rgb.to(self.vae.device, self.vae_dtype)).latent_dist
+        posterior = self.vae.encode(self._layout(rgb.to(self.vae.device, self.vae_dtype))).latent_dist
         return posterior.mean.float() * self.latent_scale  # [B,4,h,w]
 
     def denoise(self, latent: torch.Tensor, timestep: int | torch.Tensor) -> torch.Tensor:
         batch = latent.shape[0]
         t = timestep_batch(timestep, batch, self.device)  # [B]
         context = self.empty_embed.expand(batch, -1, -1)  # [B,T,D]
-        out = self.unet(latent.to(self.device, self.dtype), t, encoder_hidden_states=context).sample
+        out = self.unet(self._layout(latent.to(self.device, self.dtype)), t, encoder_hidden_states=context).sample
         return out.float()  # [B,4,h,w]
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         z = (latent.float() / self.latent_scale).to(self.vae.device, self.vae_dtype)  # [B,4,h,w]
-        return self.vae.decode(z).sample.float()  # [B,3,H,W]
+        return self.vae.decode(self._layout(z)).sample.float()  # [B,3,H,W]
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """NHWC when channels-last was asked for; otherwise the tensor as it comes (as the reference passes it)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -67,22 +67,19 @@ def check_images(images: torch.Tensor) -> None:
         raise TypeError(f"`images` must be a float tensor with values in [0,1], got dtype {images.dtype}")
     if images.shape[-2] < 1 or images.shape[-1] < 1:
         raise ValueError(f"`images` must be at least 1x1 pixels, got {tuple(images.shape[-2:])}")
-    if not torch.isfinite(images).all():
+    low, high = (v.item() for v in torch.aminmax(images))  # one pass; NaN propagates, inf shows as min/max
+    if low != low or high != high or abs(low) == float("inf") or abs(high) == float("inf"):
         raise ValueError("`images` contains NaN or inf values")
-    low, high = images.min().item(), images.max().item()
     if low < -1e-3 or high > 1 + 1e-3:
         raise ValueError(f"`images` values must lie in [0,1], got range [{low:.4g}, {high:.4g}]")
 
 
-def latent_to_depth(decoded: torch.Tensor) -> torch.Tensor:
-    """Decoded ``[B,3,H,W]`` -> depth ``[B,1,H,W]`` in [0,1]: channel mean, clip to [-1,1], map (x+1)/2.
-
-    Raises :class:`NonFiniteOutputError` when the decode holds NaN or inf (clipping would hide inf).
-    """
+def latent_to_depth(decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoded ``[B,3,H,W]`` -> (depth ``[B,1,H,W]`` in [0,1], finite flag): channel mean, clip to [-1,1],
+    map (x+1)/2. The flag is a 0-d bool tensor, so checking it can wait (no device sync per chunk); clipping
+    alone would hide inf."""
     mean = decoded.mean(dim=1, keepdim=True)  # [B,1,H,W]
-    if not torch.isfinite(mean).all():
-        raise NonFiniteOutputError("the decoded depth holds NaN/inf values")
-    return (mean.clamp(-1.0, 1.0) + 1.0) / 2.0  # [B,1,H,W]
+    return (mean.clamp(-1.0, 1.0) + 1.0) / 2.0, torch.isfinite(mean).all()
 
 
 def _chunks(total: int, size: int) -> list[slice]:
@@ -159,17 +156,18 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
     # 5. Model invocation: VAE decoder (unclamped); channel mean, clip, map to [0,1].
     # 6. Remove the padding, resize back to the input size, clip to [0,1].
     out = torch.empty((batch, height, width), dtype=torch.float32, device=images.device)
+    finite = []
     for part, latent in zip(chunks, latents):
         check()
-        try:
-            depth = latent_to_depth(_decode(backbone, latent, config.tiles))  # [b,1,QH,QW]
-        except NonFiniteOutputError:
-            raise NonFiniteOutputError(
-                f"the model produced NaN/inf depth with the UNet in {backbone.dtype}: this usually means fp16 "
-                "overflow; run in bf16 or fp32 instead") from None
+        depth, ok = latent_to_depth(_decode(backbone, latent, config.tiles))  # [b,1,QH,QW]
+        finite.append(ok)
         depth = resize(unpad(depth, padding), (height, width)).clamp(0.0, 1.0)  # [b,1,H,W]
-        out[part] = depth[:, 0].to(images.device)  # [b,H,W]
+        out[part].copy_(depth[:, 0], non_blocking=True)  # [b,H,W]; the flag check below synchronises
         step()
+    if not torch.stack(finite).all():  # one sync for the whole call
+        raise NonFiniteOutputError(
+            f"the model produced NaN/inf depth with the UNet in {backbone.dtype}: this usually means fp16 "
+            "overflow; run in bf16 or fp32 instead")
     return out
 
 

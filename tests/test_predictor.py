@@ -184,3 +184,13 @@ def test_bad_config_names_the_parameter(kwargs, message):
 def test_bad_images_name_the_problem(tiny_backbone, images, message):
     with pytest.raises((ValueError, TypeError), match=message):
         run(tiny_backbone, images)
+
+
+def test_channels_last_matches_the_default_layout(tiny_checkpoint, tiny_backbone):
+    from fiffdepth_core.checkpoint import load_standalone
+
+    nhwc = load_standalone(tiny_checkpoint, channels_last=True)
+    assert nhwc.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    images = seeded_images(1, 64, 128, seed=21)
+    assert (run(nhwc, images, processing_resolution=0) - run(tiny_backbone, images, processing_resolution=0)
+            ).abs().max().item() <= 1e-4  # same maths, different summation order

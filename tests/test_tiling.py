@@ -8,14 +8,23 @@ from helpers import seeded_images
 
 from fiffdepth_core.predictor import PredictConfig, predict_depth
 from fiffdepth_core.runtime import choose_tiles, vae_bytes
-from fiffdepth_core.tiling import TileConfig, tile_starts, tiled_decode, tiled_encode
+from fiffdepth_core.tiling import TileConfig, plan_tiles, tiled_decode, tiled_encode
 
 
-def test_tile_starts_cover_with_overlap():
-    assert tile_starts(100, 128, 16) == [0]
-    starts = tile_starts(300, 128, 32)
-    assert starts[0] == 0 and starts[-1] == 300 - 128
-    assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:]))
+@pytest.mark.parametrize("length, tile, overlap, align", [(300, 128, 32, 1), (2048, 1024, 128, 8),
+                                                          (4096, 1024, 128, 8), (1000, 256, 64, 8), (37, 16, 4, 1)])
+def test_tile_plan_covers_with_overlap_and_no_waste(length, tile, overlap, align):
+    size, starts = plan_tiles(length, tile, overlap, align)
+    assert size <= tile and starts[0] == 0 and starts[-1] + size == length
+    assert all(s % align == 0 for s in starts)
+    assert all(b - a <= size - overlap + align - 1 for a, b in zip(starts, starts[1:]))  # overlap kept
+    fewest = -(-(length - overlap) // (tile - overlap))
+    assert len(starts) == fewest and size * len(starts) < length + len(starts) * (overlap + align)
+
+
+def test_tile_plan_examples():
+    assert plan_tiles(100, 128, 16) == (100, [0])
+    assert plan_tiles(2048, 1024, 128, 8) == (768, [0, 640, 1280])  # 3 tiles of 768, not 3 of 1024
 
 
 def test_blending_a_pointwise_function_is_exact():

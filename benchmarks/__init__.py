@@ -1,0 +1,1 @@
+"""Speed and memory harness for FiffDepth inference (not tests): see bench_inference.py."""

@@ -1,0 +1,139 @@
+"""Random-weight models of a named geometry, their copies per device/dtype, inputs, and the ComfyUI host objects.
+
+Random weights run exactly the arithmetic trained ones do, so timings and memory are honest; the depth they give
+is not meaningful, only comparable between paths. All paths of a run share one seeded set of weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fiffdepth_core.architectures import build_unet, build_vae, geometry_configs
+from fiffdepth_core.backbone import StandaloneBackbone
+
+log = logging.getLogger(__name__)
+PACK_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Weights:
+    """One seeded model set (fp32, CPU) and the per-(device, dtype) copies made from it."""
+
+    geometry: str
+    unet_config: dict
+    vae_config: dict
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    embed: torch.Tensor  # [1,2,D], stands in for the text encoder's output for ""
+    copies: dict = field(default_factory=dict)
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae_config.get("scaling_factor", 0.18215))
+
+    def modules(self, device: torch.device, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
+                channels_last: bool = False):
+        """(unet, vae) on ``device`` in the given dtypes; copies are cached, the fp32 CPU originals shared."""
+        unet = self._copy("unet", device, unet_dtype, channels_last)
+        vae = self._copy("vae", device, vae_dtype, channels_last)
+        return unet, vae
+
+    def _copy(self, part: str, device: torch.device, dtype: torch.dtype, channels_last: bool):
+        key = (part, str(device), dtype, channels_last)
+        if key not in self.copies:
+            original = getattr(self, part)
+            if device.type == "cpu" and dtype == torch.float32 and not channels_last:
+                module = original
+            else:
+                module = copy.deepcopy(original).to(device=device, dtype=dtype)
+                if channels_last:
+                    module = module.to(memory_format=torch.channels_last)
+            self.copies[key] = module.eval()
+        return self.copies[key]
+
+    def drop(self, device: torch.device) -> None:
+        """Forget the copies on ``device`` (frees GPU memory between modes)."""
+        self.copies = {k: v for k, v in self.copies.items() if k[1] != str(device)}
+
+
+def build_weights(geometry: str, seed: int = 0) -> Weights:
+    unet_cfg, vae_cfg, _ = geometry_configs(geometry)
+    unet, vae = build_unet(unet_cfg, seed), build_vae(vae_cfg, seed + 1)
+    gen = torch.Generator().manual_seed(seed + 2)
+    embed = torch.randn((1, 2, unet_cfg["cross_attention_dim"]), generator=gen)  # [1,2,D]
+    return Weights(geometry, unet_cfg, vae_cfg, unet, vae, embed)
+
+
+def standalone_backbone(weights: Weights, device: torch.device, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
+                        channels_last: bool = False, compile_modules: bool = False,
+                        compile_mode: str | None = None) -> StandaloneBackbone:
+    unet, vae = weights.modules(device, unet_dtype, vae_dtype, channels_last)
+    if compile_modules:  # compile fresh wrappers; the shared modules stay uncompiled for the other paths
+        unet = torch.compile(unet, mode=compile_mode)
+        vae = copy.copy(vae)  # shallow: shares parameters, own submodule table
+        vae._modules = dict(vae._modules)
+        vae.encoder = torch.compile(vae.encoder, mode=compile_mode)
+        vae.decoder = torch.compile(vae.decoder, mode=compile_mode)
+    return StandaloneBackbone(unet, vae, weights.embed, latent_scale=weights.latent_scale)
+
+
+def seeded_images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random RGB ``[B,3,H,W]`` in [0,1] (low-frequency structure plus a little noise, like photos)."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((batch, 3, max(2, height // 16), max(2, width // 16)), generator=gen)
+    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    return (smooth * 0.9 + torch.rand((batch, 3, height, width), generator=gen) * 0.1).clamp(0, 1)
+
+
+# --- the ComfyUI host path ----------------------------------------------------------------------------------
+
+def comfyui_path() -> str | None:
+    return os.environ.get("COMFYUI_PATH") or None
+
+
+def import_comfy(device: torch.device):
+    """Import ComfyUI from ``COMFYUI_PATH`` (its root first on sys.path, as tests/comfy_host.py does) and load
+    the pack the way ComfyUI does; returns the pack's ``host_models`` and ``host_backbone`` modules."""
+    import asyncio
+
+    root = str(Path(comfyui_path()).resolve())
+    if root in sys.path:
+        sys.path.remove(root)
+    sys.path.insert(0, root)  # ComfyUI's `nodes` module must win over this pack's `nodes/` folder
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = device.type == "cpu"
+    comfy.cli_args.args.disable_api_nodes = True
+    comfy.cli_args.args.use_pytorch_cross_attention = True  # SDPA, like diffusers' default processor
+    import nodes
+
+    if Path(nodes.__file__).resolve().parent != Path(root):
+        raise RuntimeError(f"`nodes` resolved to {nodes.__file__}, not ComfyUI's; put ComfyUI's root first")
+    if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT), module_parent="custom_nodes")):
+        raise RuntimeError("ComfyUI could not import the pack (see the log above)")
+    prefix = f"{str(PACK_ROOT).replace('.', '_x_')}.nodes."
+    return sys.modules[prefix + "host_models"], sys.modules[prefix + "host_backbone"]
+
+
+def comfy_version() -> str | None:
+    try:
+        import comfyui_version
+
+        return comfyui_version.__version__
+    except ImportError:
+        return None
+
+
+def host_backbone(modules, weights: Weights, unet_dtype: torch.dtype, vae_dtype: torch.dtype):
+    """ComfyUI MODEL/VAE built with the pack's own builders from the shared weights, wrapped in HostBackbone."""
+    host_models, host_bb = modules
+    model = host_models.build_model(weights.unet_config, weights.unet.state_dict(), weights.latent_scale, unet_dtype)
+    vae = host_models.build_vae(weights.vae_config, weights.vae.state_dict(), vae_dtype)
+    return host_bb.HostBackbone(model, vae, weights.embed)
