@@ -9,17 +9,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from .files import FORMATS, WRITERS, list_images, load_image, output_path, write_png8
 from .image import to_rgb
-from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
+from .postprocess import NORMALIZATIONS, colorize, controlnet_depth, whole_run_bounds
 from .predictor import PASSES, PredictConfig, predict_depth
-from .runtime import (DTYPES, InsufficientMemoryError, auto_batch_size, check_memory, choose_tiles, free_memory,
-                      resolve_device, resolve_dtypes)
+from .runtime import (DTYPES, InsufficientMemoryError, check_memory, free_memory, plan_config, resolve_device,
+                      resolve_dtypes)
 
 log = logging.getLogger("fiffdepth")
 AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory
@@ -118,6 +117,7 @@ def run_predict(args) -> int:
     if args.compile:
         backbone.compile()
     log.info("loaded %s on %s (UNet %s, VAE %s)", args.checkpoint, device, unet_dtype, vae_dtype)
+
     def upcast():  # after one fp16 overflow, the rest of the run stays in fp32
         nonlocal backbone
         backbone = backbone.upcast()
@@ -126,21 +126,19 @@ def run_predict(args) -> int:
     bar = _progress(len(images), args.quiet)
     pending = []
     for paths, batch in _groups(images, args.batch_size or AUTO_GROUP):
-        tiles = choose_tiles(args.vae_tiling, args.tile_size, batch.shape, config, free_memory(device), vae_dtype)
-        run_config = replace(config, tiles=tiles)
-        if args.batch_size == 0:
-            run_config = replace(run_config, batch_size=auto_batch_size(batch.shape, run_config, free_memory(device),
-                                                                        backbone.dtype, backbone.vae_dtype))
-        check_memory(batch.shape, run_config, free_memory(device), backbone.dtype, backbone.vae_dtype)
+        free = free_memory(device)
+        run_config = plan_config(config, batch.shape, free, backbone.dtype, backbone.vae_dtype, args.vae_tiling,
+                                 args.tile_size, auto_batch=args.batch_size == 0)
+        check_memory(batch.shape, run_config, free, backbone.dtype, backbone.vae_dtype)
         depths = predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
         for path, depth in zip(paths, depths):
             _write(path, depth, targets[path], args, pending)
         bar.update(len(paths))
     bar.close()
-    if pending:
-        maps = controlnet_depth(torch.stack([d for _, d in pending]), normalization="whole_batch")
-        for (target, _), cn in zip(pending, maps):
-            write_png8(target, cn, overwrite=args.overwrite)
+    if pending:  # --normalization whole_batch: one normalisation for the whole run, any image sizes
+        bounds = whole_run_bounds([d for _, d in pending])
+        for target, depth in pending:
+            write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=args.overwrite)
     log.info("wrote %d image(s) x %s to %s", len(images), ", ".join(args.format), args.output_dir)
     return 0
 

@@ -38,11 +38,12 @@ def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
 
 
 def controlnet_depth(depth: torch.Tensor, normalization: str = "per_image", low: float = 0.02,
-                     high: float = 0.98) -> torch.Tensor:
+                     high: float = 0.98, bounds: torch.Tensor | None = None) -> torch.Tensor:
     """ControlNet-ready depth ``[B,H,W]`` in [0,1], near = white (1).
 
     The ``low`` and ``high`` quantiles of ``depth`` (per image, or over the whole batch for video) map to
-    1 and 0; values beyond them are clipped. A flat map (equal quantiles) becomes white.
+    1 and 0; values beyond them are clipped. A flat map (equal quantiles) becomes white. ``bounds`` (the two
+    depth values, e.g. from :func:`whole_run_bounds` over images of different sizes) overrides the quantiles.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}")
@@ -51,13 +52,21 @@ def controlnet_depth(depth: torch.Tensor, normalization: str = "per_image", low:
     if depth.ndim != 3:
         raise ValueError(f"`depth` must have shape [B,H,W], got {tuple(depth.shape)}")
     depth = depth.float()
-    groups = [depth.reshape(-1)] if normalization == "whole_batch" else list(depth.reshape(depth.shape[0], -1))
-    bounds = torch.stack([quantiles(g, (low, high)) for g in groups])  # [G,2]
-    if normalization == "whole_batch":
-        bounds = bounds.expand(depth.shape[0], 2)  # [B,2]
+    if bounds is None and normalization == "whole_batch":
+        bounds = quantiles(depth, (low, high))  # [2]
+    if bounds is not None:
+        bounds = bounds.to(depth.device).expand(depth.shape[0], 2)  # [B,2]
+    else:
+        bounds = torch.stack([quantiles(d, (low, high)) for d in depth])  # [B,2]
     lo = bounds[:, 0, None, None]  # [B,1,1]
     span = (bounds[:, 1] - bounds[:, 0]).clamp_min(1e-12)[:, None, None]  # [B,1,1]
     return 1.0 - ((depth - lo) / span).clamp(0.0, 1.0)  # [B,H,W]
+
+
+def whole_run_bounds(depths, low: float = 0.02, high: float = 0.98) -> torch.Tensor:
+    """The ``low``/``high`` quantiles over several depth maps of any sizes: ``[2]`` bounds for
+    :func:`controlnet_depth`, so a whole folder or video is normalised as one."""
+    return quantiles(torch.cat([d.reshape(-1).float().cpu() for d in depths]), (low, high))
 
 
 def colorize(depth: torch.Tensor) -> torch.Tensor:

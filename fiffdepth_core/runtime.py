@@ -7,6 +7,7 @@ the ComfyUI node asks ComfyUI instead.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -164,3 +165,13 @@ def auto_batch_size(batch_shape, config, free_bytes: int | None, unet_dtype: tor
             break
         best = batch
     return best
+
+
+def plan_config(config, batch_shape, free_bytes: int | None, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
+                vae_tiling: str = "auto", tile_size: int = 1024, auto_batch: bool = False):
+    """``config`` with VAE tiles chosen for ``vae_tiling`` and, if ``auto_batch``, the batch size that fits
+    ``free_bytes``: the run-time choices the CLI and the ComfyUI node make the same way."""
+    config = replace(config, tiles=choose_tiles(vae_tiling, tile_size, batch_shape, config, free_bytes, vae_dtype))
+    if auto_batch:
+        config = replace(config, batch_size=auto_batch_size(batch_shape, config, free_bytes, unet_dtype, vae_dtype))
+    return config

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from comfy_api.latest import io
 
@@ -12,7 +10,7 @@ import comfy.utils
 
 from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
 from ..fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth
-from ..fiffdepth_core.runtime import auto_batch_size, choose_tiles
+from ..fiffdepth_core.runtime import plan_config
 from .host_backbone import HostBackbone, conditioning_tensor
 
 TILE_SIZE = 1024
@@ -87,11 +85,8 @@ class FiffDepthEstimate(io.ComfyNode):
         images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
         config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
                                depth_pass=depth_pass)
-        free = mm.get_free_memory(backbone.device)
-        config = replace(config, tiles=choose_tiles(vae_tiling, TILE_SIZE, images.shape, config, free, vae.vae_dtype))
-        if batch_size == 0:
-            config = replace(config, batch_size=auto_batch_size(images.shape, config, free, backbone.dtype,
-                                                                vae.vae_dtype))
+        config = plan_config(config, images.shape, mm.get_free_memory(backbone.device), backbone.dtype, vae.vae_dtype,
+                             vae_tiling, TILE_SIZE, auto_batch=batch_size == 0)
         bar = comfy.utils.ProgressBar(1)
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
                               interrupt=mm.throw_exception_if_processing_interrupted,

@@ -117,3 +117,17 @@ def test_too_large_for_memory_gives_a_clear_message(photos, tiny_checkpoint, tmp
     assert code == 2
     assert "needs about" in caplog.text and "GiB is free" in caplog.text
     assert not (tmp_path / "o" / "a.npy").exists()
+
+
+def test_whole_run_controlnet_normalisation_across_sizes(photos, tiny_checkpoint, tmp_path):
+    from fiffdepth_core.postprocess import controlnet_depth, whole_run_bounds
+
+    out = tmp_path / "o"
+    assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--format", "npy", "controlnet",
+                 "--normalization", "whole_batch", "--output-dir", str(out), "-q", "--processing-resolution", "0"]) == 0
+    depths = {s: torch.from_numpy(np.load(out / f"{s}.npy")) for s in "abcd"}
+    bounds = whole_run_bounds(list(depths.values()))
+    for stem, depth in depths.items():
+        written = np.asarray(Image.open(out / f"{stem}_controlnet.png")).astype(np.float32) / 255.0
+        expected = controlnet_depth(depth[None], bounds=bounds)[0].numpy()
+        assert np.abs(written - expected).max() <= 0.5 / 255 + 1e-6
