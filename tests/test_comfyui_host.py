@@ -169,3 +169,58 @@ def test_host_upcast_computes_in_fp32_on_a_clone(host):
     images = seeded_images(1, 64, 64, seed=6)
     config = PredictConfig(processing_resolution=0)
     assert torch.equal(predict_depth(upcast, images, config), predict_depth(backbone, images, config))
+
+
+def tiny_comfy_clip(checkpoint):
+    """A real ComfyUI CLIP object around the tiny text encoder (built like core's SD2 CLIP, from config)."""
+    import functools
+    import json
+
+    import comfy.sd
+    import comfy.sd1_clip as sd1
+    from safetensors.torch import load_file
+
+    config = json.loads((checkpoint / "text_encoder" / "config.json").read_text())
+    weights = {k if k.startswith(("text_model.", "text_projection")) else f"text_model.{k}": v
+               for k, v in load_file(str(checkpoint / "text_encoder" / "model.safetensors")).items()}
+    table = weights["text_model.embeddings.token_embedding.weight"]  # ComfyUI's CLIP has CLIP's 49408-token table
+    weights["text_model.embeddings.token_embedding.weight"] = torch.cat([table, table.new_zeros(49408 - len(table),
+                                                                                                 table.shape[1])])
+    special = {"start": config["bos_token_id"], "end": config["eos_token_id"], "pad": 0}
+
+    class Target:
+        params = {}
+        clip = functools.partial(sd1.SD1ClipModel, clip_name="h", clip_model=functools.partial(
+            sd1.SDClipModel, textmodel_json_config=config, layer="last", special_tokens=special))
+        tokenizer = functools.partial(sd1.SD1Tokenizer, clip_name="h", tokenizer=functools.partial(
+            sd1.SDTokenizer, tokenizer_path=str(checkpoint / "tokenizer"), embedding_size=config["hidden_size"],
+            embedding_key="clip_h", pad_with_end=False))
+
+    clip = comfy.sd.CLIP(target=Target, model_options={"dtype": torch.float32})
+    clip.load_sd(weights)
+    return clip
+
+
+def test_clip_input_gives_the_unpadded_embedding_whatever_the_last_layer_setting(host):
+    nodes, base = host
+    estimate = pack_module("estimate")
+    model, vae, cond = nodes.NODE_CLASS_MAPPINGS["FiffDepthLoader"].execute(model_name="tiny", precision="fp32").args
+    clip = tiny_comfy_clip(base / "models" / "tiny")
+    with torch.inference_mode():
+        from_clip = estimate.empty_prompt_context(model, clip=clip)
+        skipped = clip.clone()
+        skipped.clip_layer(-2)  # what CLIPSetLastLayer(-2) does upstream
+        from_skipped = estimate.empty_prompt_context(model, clip=skipped)
+        assert not torch.allclose(skipped.encode_from_tokens(skipped.tokenize(""))[:, :2], from_clip, atol=1e-3)
+    reference = cond[0][0]
+    assert from_clip.shape == (1, 2, 32)
+    assert (from_clip - reference).abs().max().item() <= 1e-5
+    assert torch.equal(from_clip, from_skipped)
+    images = seeded_images(1, 64, 64, seed=8).movedim(1, -1)
+    mapping = nodes.NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        _, by_clip = mapping["FiffDepthEstimate"].execute(model=model, vae=vae, image=images, clip=clip,
+                                                          processing_resolution=0).args
+        _, by_cond = mapping["FiffDepthEstimate"].execute(model=model, vae=vae, image=images, conditioning=cond,
+                                                          processing_resolution=0).args
+    assert (by_clip - by_cond).abs().max().item() <= FP32_TOL
