@@ -17,6 +17,8 @@ import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from helpers import stop_process
+
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -132,11 +134,7 @@ async def browser_page(width: int = 1600, height: int = 1000, scale: float = 1.0
                                 deviceScaleFactor=scale, mobile=False)
                 yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=10)
         shutil.rmtree(profile, ignore_errors=True)
 
 

@@ -12,3 +12,14 @@ def seeded_images(batch: int, height: int, width: int, channels: int = 3, seed: 
     smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
     noise = torch.rand((batch, channels, height, width), generator=gen) * 0.1
     return (smooth * 0.9 + noise).clamp(0, 1)
+
+
+def stop_process(proc, timeout: float) -> None:
+    """Terminate a child process, killing it if it has not exited after ``timeout`` seconds."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -171,6 +171,20 @@ def flip_sample(sample: dict) -> dict:
     return sample
 
 
+class PairedFilesDataset(KeyedDataset):
+    """A reader whose samples are ``self.pairs`` of (RGB, depth) paths relative to ``self.root``."""
+
+    root: Path
+    pairs: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def describe(self, index: int) -> str:
+        rgb, depth = self.pairs[index]
+        return f"{self.root / rgb} / {depth}"
+
+
 def depth_sample(rgb01: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, size: tuple[int, int],
                  flip: bool, name: str) -> dict:
     """A synthetic-branch sample from native-resolution rasters.

@@ -11,7 +11,7 @@ Valid depth: 1e-5 < d < 65 m. Samples are 768x1024 natively, resized to the trai
 
 from __future__ import annotations
 
-from .common import (KeyedDataset, aug_rng, check_dir, check_file, check_range, check_size, depth_range_mask,
+from .common import (PairedFilesDataset, aug_rng, check_dir, check_file, check_range, check_size, depth_range_mask,
                      depth_sample, draw_flip)
 from .raster_io import read_png_units, read_rgb, read_split
 
@@ -19,7 +19,7 @@ DEFAULT_SIZE = (480, 640)
 MM_TO_M = 1e-3
 
 
-class HypersimDataset(KeyedDataset):
+class HypersimDataset(PairedFilesDataset):
     """Hypersim RGB + planar depth, normalised per image to [-1,1] (see ``common.depth_sample``)."""
 
     def __init__(self, root, split, size: tuple[int, int] | None = DEFAULT_SIZE, hflip: bool = True,
@@ -31,13 +31,6 @@ class HypersimDataset(KeyedDataset):
         self.min_depth = check_range("min_depth", min_depth)
         self.max_depth = check_range("max_depth", max_depth, low=self.min_depth)
         self.pairs = read_split(self.split, self.root)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def describe(self, index: int) -> str:
-        rgb, depth = self.pairs[index]
-        return f"{self.root / rgb} / {depth}"
 
     def load(self, index: int, aug_seed: int) -> dict:
         rgb_rel, depth_rel = self.pairs[index]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .common import (KeyedDataset, SampleError, aug_rng, check_dir, check_file, check_range, check_size,
+from .common import (PairedFilesDataset, SampleError, aug_rng, check_dir, check_file, check_range, check_size,
                      depth_range_mask, depth_sample, draw_flip)
 from .raster_io import read_png_units, read_rgb, read_split
 
@@ -68,7 +68,7 @@ def scan_vkitti(root: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-class VKittiDataset(KeyedDataset):
+class VKittiDataset(PairedFilesDataset):
     """Virtual KITTI 2 RGB + depth, KB-cropped, normalised per image to [-1,1]."""
 
     def __init__(self, root, split=None, size: tuple[int, int] | None = DEFAULT_SIZE, hflip: bool = True,
@@ -82,13 +82,6 @@ class VKittiDataset(KeyedDataset):
             self.pairs = scan_vkitti(self.root)
         else:
             self.pairs = read_split(check_file(split, "split"), self.root)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def describe(self, index: int) -> str:
-        rgb, depth = self.pairs[index]
-        return f"{self.root / rgb} / {depth}"
 
     def load(self, index: int, aug_seed: int) -> dict:
         rgb_rel, depth_rel = self.pairs[index]
