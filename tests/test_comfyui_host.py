@@ -3,11 +3,10 @@
 Skipped (with the reason) unless COMFYUI_PATH points at a ComfyUI checkout whose requirements are installed in
 the Python running the tests.
 
-Parity: in fp64 the host path equals the standalone predictor exactly (0 at fp32 output resolution), which shows
-the plumbing (raw t=0 sampling patch, latent scale, unclamped decode, padding) is exact. In fp32 ComfyUI's UNet/VAE
-code and diffusers' round differently at the last bit (measured: UNet output 2-4e-6), and the decode (1/0.18215
-and the random decoder's gain) amplifies that to 4e-6 - 6e-5 in depth on the random tiny model; fp32 tests hold
-that to 1e-4.
+Parity: the host path equals the standalone predictor to 1e-5 in fp32 (measured 0 in-process and in the server
+run, one image per model call) and exactly in fp64, which shows the plumbing (raw t=0 sampling patch, latent
+scale, unclamped decode, padding) is exact. Batches of several images per call differ by fp32 summation order
+(see test_host_resizes_pads_and_batches_like_standalone).
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ def test_pack_registers_its_nodes_and_folders(host):
     assert any(p.endswith("geometry_estimation") for p in folder_paths.get_folder_paths("geometry_estimation"))
 
 
-FP32_TOL = 1e-4
+FP32_TOL = 1e-5  # the issue's bar; measured 0 in-process since weights and context are copied into aligned storage
 
 
 def pack_module(name: str):
@@ -99,11 +98,18 @@ def test_host_depth_equals_standalone_fp32(host, depth_pass):
 
 
 def test_host_resizes_pads_and_batches_like_standalone(host):
+    """One image per call: exact. Several per call: diffusers' decoder happens to run its convolutions channels-last
+    at batch > 1 (its attention returns NHWC strides) while ComfyUI's does not, so fp32 sums differ: measured
+    5e-5 here, the same size as the standalone predictor's own batch-1 vs batch-2 difference (6.5e-5)."""
     nodes, base = host
     images = seeded_images(3, 100, 150, seed=2)
-    _, depth = run_host(nodes, images, processing_resolution=120, batch_size=2)
-    expected = standalone_depth(base / "models" / "tiny", images, processing_resolution=120, batch_size=2)
+    checkpoint = base / "models" / "tiny"
+    _, depth = run_host(nodes, images, processing_resolution=120, batch_size=1)
+    expected = standalone_depth(checkpoint, images, processing_resolution=120, batch_size=1)
     assert (depth - expected).abs().max().item() <= FP32_TOL
+    _, depth = run_host(nodes, images, processing_resolution=120, batch_size=2)
+    expected = standalone_depth(checkpoint, images, processing_resolution=120, batch_size=2)
+    assert (depth - expected).abs().max().item() <= 10 * FP32_TOL
 
 
 def test_save_node_writes_lossless_files_with_counter_names(host):
