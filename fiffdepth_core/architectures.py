@@ -182,11 +182,10 @@ def write_random_pipeline(folder: str | Path, geometry: str = "tiny", seed: int 
     unet_cfg, vae_cfg, text_cfg = geometry_configs(geometry)
     build_unet(unet_cfg, seed).save_pretrained(folder / "unet")
     build_vae(vae_cfg, seed + 1).save_pretrained(folder / "vae")
-    index = {"_class_name": "FiffDepthPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-             "vae": ["diffusers", "AutoencoderKL"]}
     if with_text_encoder:
         build_text_encoder(text_cfg, seed + 2).save_pretrained(folder / "text_encoder")
         write_minimal_clip_tokenizer(folder / "tokenizer", text_cfg["vocab_size"])
-        index.update(text_encoder=["transformers", "CLIPTextModel"], tokenizer=["transformers", "CLIPTokenizer"])
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    from .export import pipeline_index
+
+    (folder / "model_index.json").write_text(json.dumps(pipeline_index(with_text_encoder), indent=2))
     return folder

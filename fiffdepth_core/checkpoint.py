@@ -142,8 +142,6 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
     if problems:
         raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
                               f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
-    if "unet" in configs:
-        check_unet_config(configs["unet"], path)
     return CheckpointInfo(path, "diffusers", configs["unet"], configs["vae"], weights,
                           embed if embed.is_file() else None,
                           text_dir if has_text else None, tok_dir if has_tok else None)
@@ -341,3 +339,12 @@ def _is_bundle(path: Path) -> bool:
     except CheckpointError:
         return False
     return "unet.conv_in.weight" in keys and "vae.encoder.conv_in.weight" in keys
+
+
+def fingerprint(info: CheckpointInfo) -> dict[str, list[int]]:
+    """Size and modification time of the UNet and VAE weights files: changes whenever a checkpoint is
+    re-exported, so a cache of predictions made from it can tell it is stale. (The cached embedding is left out:
+    the first load writes it.)"""
+    files = {p for p in info.weights.values() if p is not None}
+    root = info.path.parent if info.layout == "bundle" else info.path
+    return {str(p.relative_to(root)): [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(files)}

@@ -17,6 +17,7 @@ from .files import FORMATS, WRITERS, list_images, load_image, output_path, write
 from .image import to_rgb
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth, whole_run_bounds
 from .predictor import PASSES, PredictConfig, predict_depth
+from .tiling import TileConfig
 from .runtime import (DTYPES, InsufficientMemoryError, check_memory, free_memory, plan_config, resolve_device,
                       resolve_dtypes)
 
@@ -164,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     for name in ("diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if args.vae_tiling != "off":
+        try:
+            TileConfig.for_size(args.tile_size)
+        except ValueError as err:
+            raise SystemExit(f"error: --tile-size: {err}") from None
     for flag, value, low in (("--batch-size", args.batch_size, 0), ("--processing-resolution",
                                                                      args.processing_resolution, 0)):
         if value < low:

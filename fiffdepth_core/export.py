@@ -13,8 +13,17 @@ from pathlib import Path
 import torch
 
 from .backbone import unwrap_module
-from .files import _write_atomic
+from .files import write_atomic
 from .text_embed import EMBED_FILE, EMBED_KEY, write_embedding
+
+
+def pipeline_index(with_text_encoder: bool) -> dict:
+    """The ``model_index.json`` of a FiffDepth diffusers folder."""
+    index = {"_class_name": "FiffDepthPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"]}
+    if with_text_encoder:
+        index.update(text_encoder=["transformers", "CLIPTextModel"], tokenizer=["transformers", "CLIPTokenizer"])
+    return index
 
 
 def model_config(model: torch.nn.Module) -> dict:
@@ -49,16 +58,13 @@ def export_diffusers(folder: str | Path, unet, vae, embed: torch.Tensor, text_en
         (folder / part / "config.json").write_text(json.dumps(
             {"_class_name": type(unwrap_module(model)).__name__, **model_config(model)}, indent=2))
         weights = _state_dict(model, dtype)
-        _write_atomic(folder / part / "diffusion_pytorch_model.safetensors",
+        write_atomic(folder / part / "diffusion_pytorch_model.safetensors",
                       lambda tmp, w=weights: save_file(w, str(tmp)), overwrite)
-    index = {"_class_name": "FiffDepthPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-             "vae": ["diffusers", "AutoencoderKL"]}
-    for name, source, entry in (("text_encoder", text_encoder_dir, ["transformers", "CLIPTextModel"]),
-                                ("tokenizer", tokenizer_dir, ["transformers", "CLIPTokenizer"])):
+    for name, source in (("text_encoder", text_encoder_dir), ("tokenizer", tokenizer_dir)):
         if source is not None:
             shutil.copytree(source, folder / name, dirs_exist_ok=overwrite)
-            index[name] = entry
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    with_text = text_encoder_dir is not None and tokenizer_dir is not None
+    (folder / "model_index.json").write_text(json.dumps(pipeline_index(with_text), indent=2))
     write_embedding(folder / EMBED_FILE, embed, overwrite=overwrite)
     return folder
 
@@ -76,7 +82,7 @@ def export_bundle(path: str | Path, unet, vae, embed: torch.Tensor, dtype: torch
     tensors[EMBED_KEY] = embed.detach().float().cpu().contiguous()
     metadata = {"format": "fiffdepth-bundle", "unet_config": json.dumps(model_config(unet)),
                 "vae_config": json.dumps(model_config(vae))}
-    return _write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), overwrite)
+    return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), overwrite)
 
 
 def export_single_files(folder: str | Path, unet, vae, embed: torch.Tensor, dtype: torch.dtype | None = None,
@@ -88,7 +94,7 @@ def export_single_files(folder: str | Path, unet, vae, embed: torch.Tensor, dtyp
     _claim_folder(folder, overwrite)
     for part, model in (("unet", unet), ("vae", vae)):
         weights, meta = _state_dict(model, dtype), {"config": json.dumps(model_config(model))}
-        _write_atomic(folder / f"{part}.safetensors", lambda tmp, w=weights, m=meta: save_file(w, str(tmp), metadata=m),
+        write_atomic(folder / f"{part}.safetensors", lambda tmp, w=weights, m=meta: save_file(w, str(tmp), metadata=m),
                       overwrite)
     write_embedding(folder / EMBED_FILE, embed, overwrite=overwrite)
     return folder

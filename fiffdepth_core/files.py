@@ -95,7 +95,7 @@ def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
     return Path(output_dir) / f"{stem}{FORMAT_SUFFIX[fmt]}"
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
     """Run ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
     path = Path(path)
     if path.exists() and not overwrite:
@@ -134,7 +134,7 @@ def write_png16(path: str | Path, depth, overwrite: bool = False) -> Path:
     from PIL import Image
 
     values = np.round(np.clip(_as_2d(depth), 0.0, 1.0) * 65535.0).astype(np.uint16)
-    return _write_atomic(path, lambda tmp: Image.fromarray(values).save(tmp, format="PNG"), overwrite)
+    return write_atomic(path, lambda tmp: Image.fromarray(values).save(tmp, format="PNG"), overwrite)
 
 
 def write_png8(path: str | Path, image, overwrite: bool = False) -> Path:
@@ -145,7 +145,7 @@ def write_png8(path: str | Path, image, overwrite: bool = False) -> Path:
     if array.ndim == 3:
         array = np.moveaxis(array, 0, -1)  # [H,W,3]
     values = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return _write_atomic(path, lambda tmp: Image.fromarray(values).save(tmp, format="PNG"), overwrite)
+    return write_atomic(path, lambda tmp: Image.fromarray(values).save(tmp, format="PNG"), overwrite)
 
 
 def write_npy(path: str | Path, depth, overwrite: bool = False) -> Path:
@@ -156,7 +156,7 @@ def write_npy(path: str | Path, depth, overwrite: bool = False) -> Path:
         with open(tmp, "wb") as handle:
             np.save(handle, values)
 
-    return _write_atomic(path, write, overwrite)
+    return write_atomic(path, write, overwrite)
 
 
 def write_exr(path: str | Path, depth, overwrite: bool = False) -> Path:
@@ -172,7 +172,7 @@ def write_exr(path: str | Path, depth, overwrite: bool = False) -> Path:
         with OpenEXR.File(header, {"Z": values}) as exr:
             exr.write(str(tmp))
 
-    return _write_atomic(path, write, overwrite)
+    return write_atomic(path, write, overwrite)
 
 
 def read_exr(path: str | Path) -> np.ndarray:

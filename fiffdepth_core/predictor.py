@@ -151,7 +151,7 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
         for t in timesteps:
             check()
             latents[i] = backbone.denoise(latents[i], t)  # [b,4,h,w]
-        step()
+            step()
 
     # 5. Model invocation: VAE decoder (unclamped); channel mean, clip, map to [0,1].
     # 6. Remove the padding, resize back to the input size, clip to [0,1].

@@ -111,7 +111,7 @@ def choose_tiles(mode: str, tile_size: int, batch_shape, config, free_bytes: int
         raise ValueError(f"`vae_tiling` must be auto, on or off, got {mode!r}")
     if mode == "off":
         return None
-    tiles = TileConfig(tile_size=tile_size, overlap=max(8, tile_size // 8 // 8 * 8))
+    tiles = TileConfig.for_size(tile_size)
     if mode == "on":
         return tiles
     height, width = padded_size(batch_shape, config)

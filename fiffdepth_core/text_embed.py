@@ -49,11 +49,11 @@ def write_embedding(path: str | Path, embed: torch.Tensor, overwrite: bool = Fal
     """Save ``embed`` ``[1, T, D]`` as a safetensors file (never replacing an existing file by default)."""
     from safetensors.torch import save_file
 
-    from .files import _write_atomic
+    from .files import write_atomic
 
     tensor = embed.detach().float().cpu().contiguous()
     metadata = {"prompt": "", "padding": "none", "shape": "x".join(map(str, tensor.shape))}
-    return _write_atomic(Path(path), lambda tmp: save_file({EMBED_KEY: tensor}, str(tmp), metadata=metadata),
+    return write_atomic(Path(path), lambda tmp: save_file({EMBED_KEY: tensor}, str(tmp), metadata=metadata),
                          overwrite)
 
 

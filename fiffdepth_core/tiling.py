@@ -36,6 +36,11 @@ class TileConfig:
         if not 0 < self.overlap <= self.tile_size // 2:
             raise ValueError(f"`overlap` must be between 8 and tile_size/2 = {self.tile_size // 2}, got {self.overlap}")
 
+    @classmethod
+    def for_size(cls, tile_size: int) -> "TileConfig":
+        """Tiles of ``tile_size`` px overlapping by an eighth of that (rounded to 8 px)."""
+        return cls(tile_size=tile_size, overlap=max(VAE_FACTOR, tile_size // 64 * 8))
+
     def applies(self, size: tuple[int, int]) -> bool:
         """Whether an image of ``size`` = (H, W) pixels needs more than one tile."""
         return max(size) > self.tile_size

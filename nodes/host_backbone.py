@@ -17,6 +17,8 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.model_sampling
 
+from ..fiffdepth_core.backbone import timestep_batch
+
 
 class RawSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.IMG_TO_IMG):
     """IMG_TO_IMG discrete sampling whose negative sigmas are raw timesteps (for t = -1)."""
@@ -95,10 +97,6 @@ class HostBackbone:
         return out.float()  # [B,4,h,w]
 
     def _sigmas(self, sampling, timestep, batch: int) -> torch.Tensor:
-        t = torch.as_tensor(timestep, device=self.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.is_floating_point() or t.shape != (batch,):
-            raise ValueError(f"`timestep` must be an integer or an integer [B] tensor, got {t.dtype} {tuple(t.shape)}")
+        t = timestep_batch(timestep, batch, self.device)  # [B] int64
         sigmas = sampling.sigmas.to(self.device)[t.clamp_min(0)]  # t >= 0 -> its sigma (0 -> sigma_min)
         return torch.where(t < 0, t.float(), sigmas.float())  # t < 0 -> itself, read back raw by RawSampling

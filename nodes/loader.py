@@ -8,11 +8,11 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 
 from ..fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
+from ..fiffdepth_core.runtime import DTYPES
 from .folders import checkpoint_names, checkpoint_path
 from .host_models import build_model, build_vae
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def pick_dtypes(precision: str) -> tuple[torch.dtype, torch.dtype]:

@@ -27,7 +27,8 @@ class FiffDepthSave(io.ComfyNode):
             inputs=[
                 io.Mask.Input("depth", tooltip="Raw depth from FiffDepthEstimate ([B,H,W] in [0,1], 0 = near)"),
                 io.String.Input("filename_prefix", default="FiffDepth/depth",
-                                tooltip="Prefix inside the output folder; a/b makes subfolder a. %date% tokens work"),
+                                tooltip="Prefix inside the output folder; a/b makes subfolder a; %year%, %month%, %day% "
+                                        "and %width%/%height% are replaced"),
                 io.Combo.Input("format", options=list(EXTENSIONS), default="png16",
                                tooltip="png16: 16-bit greyscale PNG; npy / exr: exact float32"),
             ],

@@ -215,3 +215,18 @@ def test_runs_as_a_script_from_anywhere(bench, tmp_path):
                           str(tmp_path / "absent"), "--predictions", str(preds)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--data-root" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_re_exported_checkpoint_invalidates_the_cache(bench, tmp_path, tiny_checkpoint):
+    import os
+    import shutil
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    out = tmp_path / "out"
+    run(bench, out, "--checkpoint", str(checkpoint), "--limit", "1")
+    run(bench, out, "--checkpoint", str(checkpoint), "--limit", "1")  # unchanged weights: the cache is reused
+    weights = checkpoint / "unet" / "diffusion_pytorch_model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # "re-exported"
+    with pytest.raises(ValueError, match="weights"):
+        run(bench, out, "--checkpoint", str(checkpoint), "--limit", "1")

@@ -127,3 +127,50 @@ def test_two_process_data_parallel_run(tmp_path):
     with torch.inference_mode():
         depth = predict_depth(backbone, torch.rand(1, 3, 32, 32), PredictConfig(processing_resolution=0))
     assert torch.isfinite(depth).all()
+
+
+def test_ema_resumes_exactly_and_is_what_gets_exported(tmp_path):
+    ema = "train.ema.enabled=true"
+    full = run(tmp_path / "full", 4, ema, "train.ema.decay=0.5")
+    run(tmp_path / "split", 2, ema, "train.ema.decay=0.5")
+    second = run(tmp_path / "split", 4, ema, "train.ema.decay=0.5", resume=True)
+    assert full["losses"][2:] == second["losses"]
+    exported = [load_standalone(tmp_path / name / "export").unet for name in ("full", "split")]
+    for a, b in zip(*(m.parameters() for m in exported)):
+        assert torch.equal(a, b)  # the EMA state survived the resume
+    from safetensors.torch import load_file
+
+    raw = load_file(str(tmp_path / "full" / "checkpoints" / "step-00000004" / "model.safetensors"))
+    name, live = next((k, v) for k, v in raw.items() if k.endswith("conv_in.weight"))
+    assert not torch.equal(live, exported[0].conv_in.weight)  # the export holds the averaged, not the live, weights
+
+
+def test_resuming_from_an_older_checkpoint_sets_later_ones_aside(tmp_path):
+    run(tmp_path / "run", 4)
+    older = tmp_path / "run" / "checkpoints" / "step-00000002"
+    main(["--config", DEBUG, "--output-dir", str(tmp_path / "run"), "--log-level", "WARNING", "--resume", str(older)]
+         + [f"--set={s}" for s in FAST + ["train.max_steps=3", "train.checkpoint_every=3"]])
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000002", "step-00000003"]
+    assert (checkpoints / "abandoned" / "step-00000004" / "trainer.json").is_file()  # kept, not deleted
+
+
+def test_the_recipe_config_builds_its_datasets(tmp_path, monkeypatch):
+    """fiffdepth_sd2.yaml with every root pointed at small real-format folders: the readers accept its specs."""
+    import numpy as np
+    from fixtures_train import make_hypersim, make_shards, make_vkitti, write_label
+
+    from train.finetune import build_datasets
+
+    split = make_hypersim(tmp_path / "hypersim" / "train", [np.full((48, 64), 2000, dtype=np.uint16)])
+    split.rename(split.with_name("filename_list_train.txt"))
+    make_vkitti(tmp_path / "vkitti", [("Scene01", "clone", 0, 0)])
+    ids = make_shards(tmp_path / "shards", [[(40, 60)]])
+    write_label(tmp_path / "labels", ids[0], np.ones((40, 60)))
+    for name, value in (("HYPERSIM_ROOT", "hypersim"), ("VKITTI_ROOT", "vkitti"), ("REAL_IMAGES", "shards"),
+                        ("REAL_LABELS", "labels"), ("NYU_ROOT", "nyu")):
+        monkeypatch.setenv(name, str(tmp_path / value))
+    datasets = build_datasets(load_config(Path(DEBUG).with_name("fiffdepth_sd2.yaml")))
+    assert [type(d).__name__ for d in datasets["synthetic"]] == ["HypersimDataset", "VKittiDataset"]
+    assert datasets["synthetic"][0].size == (480, 640) and datasets["synthetic"][1].size == (352, 1216)
+    assert type(datasets["real"][0]).__name__ == "RealPhotosDataset" and len(datasets["real"][0]) == 1

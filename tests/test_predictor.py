@@ -111,6 +111,12 @@ def test_progress_and_interrupt(tiny_backbone):
         predict_depth(tiny_backbone, seeded_images(3, 64, 64), PredictConfig(processing_resolution=0, batch_size=2),
                       progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 6) for i in range(1, 7)]  # 2 chunks x (encode, UNet, decode)
+    calls.clear()
+    with torch.inference_mode():
+        predict_depth(tiny_backbone, seeded_images(3, 64, 64), PredictConfig(processing_resolution=0, batch_size=2,
+                                                                           depth_pass="filtered"),
+                      progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, 8) for i in range(1, 9)]  # 2 chunks x (encode, UNet t=0, UNet t=-1, decode)
 
     class Stop(Exception):
         pass

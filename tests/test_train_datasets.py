@@ -226,7 +226,7 @@ def test_build_dataset_checks_spec(tmp_path):
             build_dataset({"type": kind, "root": str(tmp_path / "absent")}, None, True)
     with pytest.raises(ValueError, match="multiples of 8"):
         build_dataset({"type": "procedural"}, (15, 16), True)
-    data = build_dataset({"type": "procedural", "length": 3, "weight": 0.5}, (16, 24), False)
+    data = build_dataset({"type": "procedural", "length": 3, "probability": 0.5}, (16, 24), False)
     assert len(data) == 3 and data[(0, 0)]["rgb"].shape == (3, 16, 24)
     _rgbd_folder(tmp_path, with_exr=False)
     assert build_dataset({"type": "rgbd_folder", "root": str(tmp_path)}, (8, 16), True)[(1, 0)]["rgb"].shape[1:] == (8, 16)

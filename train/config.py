@@ -19,8 +19,7 @@ DEFAULTS = {
     "model": {"pretrained": None, "random_geometry": None, "seed": 0,
               "vae_warmup": {"steps": 0, "batch_size": 4, "lr": 2.0e-3, "seed": 0}},
     "data": {"size": [480, 640], "hflip": True, "num_workers": 2, "synthetic": [], "real": []},
-    "validation": {"every": 500, "dataset": None, "processing_resolution": 0, "batch_size": 1,
-                   "max_images": 80, "log_images": 4},
+    "validation": {"every": 500, "dataset": None, "processing_resolution": 0, "max_images": 80, "log_images": 4},
     "loss": {"mae": 1.0, "gm": 0.5, "keep": 0.2, "gamma": 0.5, "gm_scales": 4, "detach_filter_input": False},
     "optim": {"lr": 3.0e-5, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "eps": 1.0e-8, "warmup_steps": 100,
               "decay_steps": 20000, "final_lr_fraction": 0.01, "max_grad_norm": 1.0},
@@ -133,8 +132,25 @@ def validate(config: dict) -> dict:
           o["warmup_steps"])
     _need(0 < o["final_lr_fraction"] <= 1, "optim.final_lr_fraction", "in (0, 1]", o["final_lr_fraction"])
     _need(isinstance(v["every"], int) and v["every"] >= 1, "validation.every", "an integer >= 1", v["every"])
+    _need(isinstance(o["decay_steps"], int), "optim.decay_steps", "an integer", o["decay_steps"])
     _need(0 <= config["loss"]["gamma"] <= 1, "loss.gamma", "in [0, 1]", config["loss"]["gamma"])
+    for key in ("mae", "gm", "keep"):
+        _need(isinstance(config["loss"][key], (int, float)) and config["loss"][key] >= 0, f"loss.{key}",
+              "a number >= 0", config["loss"][key])
+    _need(0 < t["ema"]["decay"] < 1, "train.ema.decay", "in (0, 1)", t["ema"]["decay"])
     _need(config["export"]["dtype"] in DTYPES, "export.dtype", f"one of {DTYPES}", config["export"]["dtype"])
+    _need(isinstance(v["max_images"], int) and v["max_images"] >= 1, "validation.max_images", "an integer >= 1",
+          v["max_images"])
+    spec = v["dataset"]
+    _need(spec is None or (isinstance(spec, dict) and (spec.get("type") == "procedural" or
+                                                       ("eval_set" in spec and "data_root" in spec))),
+          "validation.dataset", "null, {type: procedural, ...} or {eval_set: NAME, data_root: DIR, ...}", spec)
+    from fiffdepth_core.predictor import PredictConfig
+
+    try:
+        PredictConfig(processing_resolution=v["processing_resolution"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"validation.{error}") from None
     return config
 
 

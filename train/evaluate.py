@@ -241,8 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _make_predictor(args, eval_set: EvalSet, output_dir: Path):
     if args.predictions is not None:
         return FolderPredictor(args.predictions), {"predictions": str(args.predictions.resolve())}
-    from fiffdepth_core.checkpoint import load_standalone
-
+    from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint, load_standalone
     from fiffdepth_core.runtime import resolve_device, resolve_dtypes
 
     device = resolve_device(args.device)
@@ -250,7 +249,8 @@ def _make_predictor(args, eval_set: EvalSet, output_dir: Path):
     resolution = eval_set.processing_resolution if args.processing_resolution is None else args.processing_resolution
     config = PredictConfig(processing_resolution=resolution, batch_size=args.batch_size, depth_pass=args.depth_pass)
     meta = {"checkpoint": str(args.checkpoint.resolve()), "dataset": eval_set.name, "dtype": str(dtype),
-            "processing_resolution": resolution, "depth_pass": args.depth_pass}
+            "processing_resolution": resolution, "depth_pass": args.depth_pass,
+            "weights": fingerprint(inspect_checkpoint(args.checkpoint))}  # a re-export invalidates the cache
     check_cache(output_dir / "predictions", meta, args.recompute)
     backbone = load_standalone(args.checkpoint, device=device, dtype=dtype, vae_dtype=vae_dtype)
     log.info("loaded %s on %s (%s); processing resolution %s", args.checkpoint, device, dtype, resolution or "native")

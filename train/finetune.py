@@ -14,6 +14,7 @@ run continues exactly. The final model is exported to RUN/export in the official
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
@@ -27,6 +28,7 @@ import torch
 
 from fiffdepth_core.losses import LossWeights, sd2_alphas_cumprod
 from fiffdepth_core.predictor import PredictConfig
+from fiffdepth_core.runtime import DTYPES
 from train.config import flatten, load_config
 from train.models import build_models, trainable_setup
 from train.objective import FiffDepthObjective, encode_batch
@@ -110,30 +112,34 @@ def train(config: dict, args, accelerator, run: RunFolder) -> dict:
     vae.to(accelerator.device)
     state = {"best_abs_rel": math.inf, "best_step": None}
     if args.resume:
-        state = run.load(accelerator, run.resolve(args.resume))
+        checkpoint = run.resolve(args.resume)
+        run.set_aside_later(checkpoint, accelerator)
+        state = run.load(accelerator, checkpoint)
+        if ema is not None:
+            ema.to(accelerator.device)  # accelerate restores custom state on the CPU
         log.info("resumed from step %d", state["step"])
     start, accum = state.get("step", 0), tcfg["grad_accum"]
     synthetic_loader, real_loader = build_loaders(config, datasets, accelerator, start * accum)
-    val_config = PredictConfig(processing_resolution=config["validation"]["processing_resolution"],
-                               batch_size=config["validation"]["batch_size"])
+    val_config = PredictConfig(processing_resolution=config["validation"]["processing_resolution"])
     plain = accelerator.unwrap_model(objective)
     telemetry = Telemetry(accelerator, config, start)
     step, history = start, []
     synthetic_iter, real_iter = iter(synthetic_loader), iter(real_loader)
     try:
         while step < tcfg["max_steps"]:
-            began, terms = time.perf_counter(), {}
+            began, sums = time.perf_counter(), {}
             for micro in range(accum):
                 synthetic, real = next(synthetic_iter), next(real_iter)
                 generator = micro_generator(tcfg["seed"], step * accum + micro, accelerator.process_index)
                 batch = encode_batch(plain.backbone(), synthetic, real, generator)
-                context = accelerator.no_sync(objective) if micro < accum - 1 else _null()
+                context = accelerator.no_sync(objective) if micro < accum - 1 else contextlib.nullcontext()
                 with context:
                     out = objective(batch)
                     accelerator.backward(out["total"] / accum)
-                for key, value in out.items():
-                    terms[key] = terms.get(key, 0.0) + value.detach().float().item() / accum
-                terms["skipped"] = terms.get("skipped", 0) + int(synthetic["skipped"].sum() + real["skipped"].sum())
+                for key, value in out.items():  # summed on the device: one sync per step, not per term
+                    sums[key] = sums.get(key, 0.0) + value.detach().float() / accum
+                sums["skipped"] = sums.get("skipped", 0) + synthetic["skipped"].sum() + real["skipped"].sum()
+            terms = {key: value.item() for key, value in sums.items()}
             if ocfg["max_grad_norm"]:
                 terms["grad_norm"] = float(accelerator.clip_grad_norm_(unet.parameters(), ocfg["max_grad_norm"]))
             optimizer.step()
@@ -151,15 +157,16 @@ def train(config: dict, args, accelerator, run: RunFolder) -> dict:
             if step % tcfg["checkpoint_every"] == 0 or step == tcfg["max_steps"]:
                 run.save(accelerator, step, state, tcfg["keep_checkpoints"])
     except KeyboardInterrupt:
-        log.warning("interrupted at step %d: saving a checkpoint before exiting", step)
-        run.save(accelerator, step, state, tcfg["keep_checkpoints"])
+        if not run.has(step):
+            log.warning("interrupted at step %d: saving a checkpoint before exiting", step)
+            run.save(accelerator, step, state, tcfg["keep_checkpoints"])
         raise
     finally:
         telemetry.close()
     if accelerator.is_main_process:
         with _ema_weights(ema, unet):
             export_model(unet, vae, plain.empty_embed, run.path / "export", base_dir,
-                         config["export"]["single_file"], _dtype(config["export"]["dtype"]))
+                         config["export"]["single_file"], DTYPES[config["export"]["dtype"]])
     accelerator.wait_for_everyone()
     return {"losses": history, "state": state}
 
@@ -173,19 +180,11 @@ def _validate_and_keep_best(plain, items, val_config, state, step, telemetry, em
             telemetry.validation(step, metrics, items, depths)
             if metrics["abs_rel"] < state["best_abs_rel"]:
                 state = {**state, "best_abs_rel": metrics["abs_rel"], "best_step": step}
-                export_model(unet, plain._vae[0], plain.empty_embed, run.path / "best", base_dir, False,
-                             _dtype(config["export"]["dtype"]))
+                export_model(unet, plain._vae[0], plain.empty_embed, run.path / "best", None, False,
+                             DTYPES[config["export"]["dtype"]])  # the embedding is in it; no text encoder copy
         unet.train()
     accelerator.wait_for_everyone()
     return state
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _ema_weights:
@@ -203,10 +202,6 @@ class _ema_weights:
         if self.ema is not None:
             self.ema.restore(self.params)
         return False
-
-
-def _dtype(name: str) -> torch.dtype:
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
 def main(argv=None) -> dict:

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-from fiffdepth_core.checkpoint import inspect_checkpoint, instantiate, load_state_dict
-from fiffdepth_core.text_embed import compute_empty_embedding, read_embedding
+from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, instantiate, load_state_dict
+from fiffdepth_core.runtime import DTYPES
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HUB_FILES = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
              "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors",
              "tokenizer/*"]
@@ -77,7 +76,8 @@ def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(model["pretrained"], allow_patterns=HUB_FILES))
+        with accelerator.main_process_first():  # one download; the other ranks then find it in the cache
+            return Path(snapshot_download(model["pretrained"], allow_patterns=HUB_FILES))
     except Exception as err:  # offline, unknown repo, gated...
         raise FileNotFoundError(f"`model.pretrained` {model['pretrained']!r} is neither a local folder nor a "
                                 f"downloadable hub repo ({err})") from err
@@ -89,10 +89,8 @@ def build_models(config: dict, run_path: Path, accelerator):
 
     base = resolve_base(config, run_path, accelerator)
     info = inspect_checkpoint(base)
-    if info.embed_file is not None:
-        embed = read_embedding(info.embed_file)
-    else:
-        embed = compute_empty_embedding(info.text_encoder_dir, info.tokenizer_dir)  # once; the encoder is freed
+    with accelerator.main_process_first():  # rank 0 runs the text encoder once and caches the embedding
+        embed = empty_embedding(inspect_checkpoint(base))
     unet = instantiate(UNet2DConditionModel, info.unet_config, load_state_dict(info, "unet"), f"{base} (unet)",
                        torch.float32)
     vae = instantiate(AutoencoderKL, info.vae_config, load_state_dict(info, "vae"), f"{base} (vae)",

@@ -28,10 +28,14 @@ class FiffDepthObjective(torch.nn.Module):
         self.register_buffer("empty_embed", empty_embed.float(), persistent=False)  # [1,T,D]
         self.weights = weights
         self.detach_filter_input = detach_filter_input
+        self._backbone: StandaloneBackbone | None = None
 
-    def backbone(self, unet: torch.nn.Module | None = None) -> StandaloneBackbone:
-        """The standalone backbone over this objective's UNet (or a given wrapper of it) and the frozen VAE."""
-        return StandaloneBackbone(unet if unet is not None else self.unet, self._vae[0], self.empty_embed)
+    def backbone(self) -> StandaloneBackbone:
+        """The standalone backbone over this objective's UNet and the frozen VAE (made once, on first use, after
+        the objective has been moved to its device)."""
+        if self._backbone is None or self._backbone.device != self.empty_embed.device:
+            self._backbone = StandaloneBackbone(self.unet, self._vae[0], self.empty_embed)
+        return self._backbone
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """``batch``: ``x0``/``d0_target``/``mask0`` (synthetic latents), ``x0_real``/``dm1_target``/``mask_real``,

@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 if __package__ in (None, ""):  # run as a script: the repository root, not train/, goes first on sys.path
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from fiffdepth_core.files import write_atomic  # noqa: E402
 
 logger = logging.getLogger("prepare_hypersim")
 
@@ -84,17 +84,13 @@ def _write_png(path: Path, array: np.ndarray, overwrite: bool) -> None:
 
     if path.exists() and not overwrite:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        image = array[..., ::-1] if array.ndim == 3 else array  # RGB -> BGR for OpenCV
-        if not cv2.imwrite(tmp, np.ascontiguousarray(image)):
+    image = np.ascontiguousarray(array[..., ::-1] if array.ndim == 3 else array)  # RGB -> BGR for OpenCV
+
+    def write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), image):
             raise OSError(f"OpenCV could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomic(path, write, overwrite)
 
 
 def convert_frame(raw_root: Path, out_dir: Path, scene: str, camera: str, frame: int, focal: float,
@@ -154,10 +150,8 @@ def write_split_file(path: Path, pairs: list[tuple[str, str]], overwrite: bool) 
     lines = {f"{rgb} {depth}" for rgb, depth in pairs}
     if path.exists() and not overwrite:
         lines |= {line.strip() for line in path.read_text().splitlines() if line.strip()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in sorted(lines)))
-    os.replace(tmp, path)
+    text = "".join(f"{line}\n" for line in sorted(lines))
+    write_atomic(path, lambda tmp: tmp.write_text(text), overwrite=True)  # merged above: nothing is lost
 
 
 def prepare(raw_root: Path, out_root: Path, split_csv: Path | None = None, scenes: list[str] | None = None,

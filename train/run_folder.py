@@ -46,6 +46,13 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         saved.write_text(yaml.safe_dump(config, sort_keys=False))
 
+    def folder(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:08d}"
+
+    def has(self, step: int) -> bool:
+        """Whether a complete checkpoint of ``step`` exists."""
+        return (self.folder(step) / "trainer.json").is_file()
+
     def latest(self) -> Path | None:
         steps = sorted(self.checkpoints.glob("step-*"))
         complete = [p for p in steps if (p / "trainer.json").is_file()]
@@ -62,9 +69,28 @@ class RunFolder:
             raise FileNotFoundError(f"--resume {which}: not a checkpoint folder (no trainer.json)")
         return path
 
+    def set_aside_later(self, folder: Path, accelerator) -> None:
+        """Resuming from an older checkpoint starts a new timeline: later checkpoints move to
+        ``checkpoints/abandoned/`` (kept, never deleted) so that ``latest`` and the rotation see only this one."""
+        later = [p for p in sorted(self.checkpoints.glob("step-*")) if p.name > folder.name]
+        if later and accelerator.is_main_process:
+            aside = self.checkpoints / "abandoned"
+            aside.mkdir(exist_ok=True)
+            for path in later:
+                target = aside / path.name
+                suffix = 1
+                while target.exists():
+                    target, suffix = aside / f"{path.name}.{suffix}", suffix + 1
+                path.rename(target)
+            log.warning("resumed from %s: moved %d later checkpoint(s) to %s", folder.name, len(later), aside)
+        accelerator.wait_for_everyone()
+
     def save(self, accelerator, step: int, state: dict, keep: int) -> Path:
         """Save accelerate's state and ours (trainer.json last: its presence marks a complete checkpoint)."""
-        folder = self.checkpoints / f"step-{step:08d}"
+        folder = self.folder(step)
+        if accelerator.is_main_process:
+            (folder / "trainer.json").unlink(missing_ok=True)  # incomplete until the new trainer.json lands
+        accelerator.wait_for_everyone()
         accelerator.save_state(str(folder))
         if accelerator.is_main_process:
             (folder / "trainer.json").write_text(json.dumps({**state, "step": step}, indent=2))

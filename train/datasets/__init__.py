@@ -25,8 +25,9 @@ DATASET_TYPES = {
     "procedural": (ProceduralDataset, (), ("length", "seed")),
     "procedural_real": (ProceduralRealDataset, (), ("length", "seed")),
 }
-# Keys a config may carry for the trainer (mixing weight, a display name); build_dataset ignores them.
-META_KEYS = ("type", "weight", "probability", "name")
+# Keys a config may carry for the trainer (mixing probability, per-dataset training size, a display name);
+# build_dataset ignores them (the trainer passes the size as the `size` argument).
+META_KEYS = ("type", "probability", "size", "name")
 
 
 def build_dataset(spec: dict, size: tuple[int, int] | None = None, hflip: bool = True) -> Dataset:

@@ -19,14 +19,13 @@ import glob
 import logging
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fiffdepth_core.files import IMAGE_EXTENSIONS
+from fiffdepth_core.files import IMAGE_EXTENSIONS, write_atomic
 
 from .common import SampleError
 from .raster_io import decode_rgb, read_rgb
@@ -132,15 +131,11 @@ def save_label(path: Path, disparity: np.ndarray, overwrite: bool = False) -> bo
     peak = float(np.abs(values).max()) if values.size else 0.0
     if peak > FLOAT16_MAX:  # keep float16 finite; disparity is affine-invariant anyway
         values = values * (FLOAT16_MAX / peak)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
             np.save(handle, values.astype(np.float16))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomic(path, write, overwrite=True)  # `path` was checked above; a concurrent writer wrote the same label
     return True
 
 
