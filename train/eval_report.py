@@ -33,16 +33,16 @@ def _depth(abs_rel: float, delta1: float | None = None) -> dict:
 
 
 PUBLISHED: tuple[Reference, ...] = (
-    Reference("FiffDepth (paper)", "FiffDepth ICCV 2025 Tables 1-2, as transcribed (reference/paper.md §2)", {
+    Reference("FiffDepth (paper)", "FiffDepth ICCV 2025 Tables 1-2 (secondary transcription)", {
         "nyuv2": _depth(4.4, 97.8), "kitti": _depth(7.3), "eth3d": _depth(7.1), "scannet": _depth(4.2),
         "diode": _depth(23.9), "sintel": {"boundary_f1": 0.423}, "ibims": {"boundary_f1": 0.189}}),
-    Reference("Marigold v1.0 (50 steps x 10)", "Marigold CVPR 2024 Table 1 (METHOD.md)", {
+    Reference("Marigold v1.0 (50 steps x 10)", "Marigold CVPR 2024 Table 1", {
         "nyuv2": _depth(5.5, 96.4), "kitti": _depth(9.9, 91.6), "eth3d": _depth(6.5, 96.0),
         "scannet": _depth(6.4, 95.1), "diode": _depth(30.8, 77.3)}),
-    Reference("Depth Anything V2 Large", "FiffDepth Tables 1-2 rows for DA V2-L (METHOD.md)", {
+    Reference("Depth Anything V2 Large", "DA V2-L rows of FiffDepth Tables 1-2", {
         "nyuv2": _depth(4.5, 97.9), "kitti": _depth(7.4), "eth3d": _depth(13.1), "scannet": _depth(4.2),
         "diode": _depth(26.2), "sintel": {"boundary_f1": 0.228}, "ibims": {"boundary_f1": 0.111}}),
-    Reference("Depth Pro", "FiffDepth Table 2 (reference/paper.md §2.2)", {
+    Reference("Depth Pro", "Depth Pro row of FiffDepth Table 2", {
         "sintel": {"boundary_f1": 0.409}, "ibims": {"boundary_f1": 0.176}}),
 )
 
