@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .architectures import SD2_UNET_CONFIG, SD2_VAE_CONFIG
-from .text_embed import EMBED_FILE, EMBED_KEY, cache_embedding, compute_empty_embedding, read_embedding
+from .text_embed import (EMBED_FILE, EMBED_KEY, cache_embedding, checked_embedding, compute_empty_embedding,
+                         read_embedding)
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,15 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
                           text_dir if has_text else None, tok_dir if has_tok else None)
 
 
-def _header(path: Path) -> tuple[list[str], dict]:
+def _header(path: Path, shape_of: str | None = None) -> tuple[list[str], dict, list | None]:
+    """Keys, metadata and (if ``shape_of`` names a present tensor) that tensor's shape, from one header read."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return list(handle.keys()), dict(handle.metadata() or {})
+            keys = list(handle.keys())
+            shape = handle.get_slice(shape_of).get_shape() if shape_of in keys else None
+            return keys, dict(handle.metadata() or {}), shape
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path} is not a readable .safetensors file: {err}") from err
 
@@ -181,16 +185,12 @@ def _check_keys(keys: list[str], prefix: str, where: Path, part: str) -> None:
 def _inspect_bundle(path: Path) -> CheckpointInfo:
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: single-file checkpoints must be .safetensors bundles\n{LAYOUT_HELP}")
-    keys, metadata = _header(path)
+    keys, metadata, conv_in = _header(path, "unet.conv_in.weight")
     _check_keys(keys, "unet.", path, "unet")
     _check_keys(keys, "vae.", path, "vae")
     if EMBED_KEY not in keys:
         raise CheckpointError(f"{path}: the bundle holds no `{EMBED_KEY}` tensor, and a single file carries no "
                               "text encoder to compute it from")
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        conv_in = handle.get_slice("unet.conv_in.weight").get_shape()
     unet_cfg = _config_from(metadata, "unet_config", None, SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(metadata, "vae_config", None, SD2_VAE_CONFIG, None)
     return CheckpointInfo(path, "bundle", unet_cfg, vae_cfg, {"unet": path, "vae": path})
@@ -201,14 +201,10 @@ def _inspect_single_files(path: Path) -> CheckpointInfo:
     if problems:
         raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
                               f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
-    unet_keys, unet_meta = _header(path / "unet.safetensors")
-    vae_keys, vae_meta = _header(path / "vae.safetensors")
+    unet_keys, unet_meta, conv_in = _header(path / "unet.safetensors", "conv_in.weight")
+    vae_keys, vae_meta, _ = _header(path / "vae.safetensors")
     _check_keys(unet_keys, "", path / "unet.safetensors", "unet")
     _check_keys(vae_keys, "", path / "vae.safetensors", "vae")
-    from safetensors import safe_open
-
-    with safe_open(str(path / "unet.safetensors"), framework="pt") as handle:
-        conv_in = handle.get_slice("conv_in.weight").get_shape()
     unet_cfg = _config_from(unet_meta, "config", path / "unet_config.json", SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(vae_meta, "config", path / "vae_config.json", SD2_VAE_CONFIG, None)
     return CheckpointInfo(path, "single_files", unet_cfg, vae_cfg,
@@ -252,8 +248,7 @@ def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
         from safetensors import safe_open
 
         with safe_open(str(info.path), framework="pt") as handle:
-            embed = handle.get_tensor(EMBED_KEY).float()
-        return embed if embed.ndim == 3 else embed[None]
+            return checked_embedding(handle.get_tensor(EMBED_KEY), info.path)
     if info.embed_file is not None:
         return read_embedding(info.embed_file)
     log.info("computing the empty-prompt embedding from %s (once)", info.text_encoder_dir)
@@ -335,7 +330,7 @@ def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
 
 def _is_bundle(path: Path) -> bool:
     try:
-        keys, _ = _header(path)
+        keys, _, _ = _header(path)
     except CheckpointError:
         return False
     return "unet.conv_in.weight" in keys and "vae.encoder.conv_in.weight" in keys

@@ -37,11 +37,16 @@ def read_embedding(path: str | Path) -> torch.Tensor:
     tensors = load_file(str(path))
     if EMBED_KEY not in tensors:
         raise ValueError(f"{path} holds no `{EMBED_KEY}` tensor (found keys {sorted(tensors)[:5]})")
-    embed = tensors[EMBED_KEY].float()
+    return checked_embedding(tensors[EMBED_KEY], path)
+
+
+def checked_embedding(embed: torch.Tensor, where) -> torch.Tensor:
+    """A stored embedding as float32 ``[1, T, D]`` (``[T, D]`` is accepted); ValueError for any other shape."""
+    embed = embed.float()
     if embed.ndim == 2:
         embed = embed[None]  # [1,T,D]
     if embed.ndim != 3 or embed.shape[0] != 1:
-        raise ValueError(f"`{EMBED_KEY}` in {path} must have shape [1, T, D], got {tuple(embed.shape)}")
+        raise ValueError(f"`{EMBED_KEY}` in {where} must have shape [1, T, D], got {tuple(embed.shape)}")
     return embed
 
 
