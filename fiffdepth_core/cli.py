@@ -1,7 +1,8 @@
-"""Command line: ``python -m fiffdepth_core predict IMAGE_OR_FOLDER... --checkpoint PATH``.
+"""Command line: ``python -m fiffdepth_core predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH``.
 
-Images of different sizes may be mixed: consecutive images of the same size are batched together. Every output
-path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run early.
+Images of different sizes may be mixed: consecutive images of the same size are batched together. Videos stream
+through :mod:`fiffdepth_core.video_cli`. Every output path is checked before the model loads, so an existing file
+(without ``--overwrite``) stops the run early.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from .files import FORMATS, WRITERS, list_images, load_image, output_path, write
 from .image import to_rgb
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth, whole_run_bounds
 from .predictor import PASSES, PredictConfig, predict_depth
+from .temporal import TEMPORAL_MODES
 from .tiling import TileConfig
+from .video_cli import check_video_targets, run_image_sequence, run_video
+from .video import is_video, list_videos
 from .runtime import (DTYPES, InsufficientMemoryError, check_memory, free_memory, plan_config, resolve_device,
                       resolve_dtypes)
 
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fiffdepth_core", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="estimate depth for images and folders of images")
-    p.add_argument("inputs", nargs="+", help="image files and/or folders of images (not recursive)")
+    p.add_argument("inputs", nargs="+", help="image and video files and/or folders of them (not recursive)")
     p.add_argument("--checkpoint", required=True, help="FiffDepth checkpoint: diffusers folder, folder of "
                    "single files, or one .safetensors bundle")
     p.add_argument("--processing-resolution", type=int, default=768,
@@ -41,8 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="fiffdepth_output", help="folder for outputs (default ./fiffdepth_output)")
     p.add_argument("--pass", dest="depth_pass", default="detailed", choices=PASSES,
                    help="detailed = t=0 (the paper's output); filtered = t=-1 low-pass pass")
-    p.add_argument("--normalization", default="per_image", choices=NORMALIZATIONS,
-                   help="ControlNet output: normalise each image, or the whole run at once (video)")
+    p.add_argument("--normalization", default=None, choices=NORMALIZATIONS,
+                   help="ControlNet output: normalise each image, or the whole run at once (default: per_image for "
+                   "images, whole_batch for videos and --temporal align)")
+    p.add_argument("--temporal", default="off", choices=TEMPORAL_MODES,
+                   help="align: treat a video (or the images, in name order) as one clip and align each frame's "
+                   "depth in scale and shift to a running reference, so it does not flicker; the clip's depth is "
+                   "then rescaled as a whole to [0,1]. off: each frame's own depth (default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="UNet precision (auto: fp32 on CPU, "
                    "bf16 on GPUs that have it, else fp16)")
@@ -102,10 +111,14 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
 
 
 def run_predict(args) -> int:
-    images = list_images(args.inputs)
-    if not images:
-        raise SystemExit("error: no images found in " + ", ".join(args.inputs))
+    found = list_images(args.inputs) + list_videos(args.inputs)
+    videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
+    if not found:
+        raise SystemExit("error: no images or videos found in " + ", ".join(args.inputs))
+    sequence = args.temporal == "align" and len(images) > 1  # the images are the frames of one clip
+    args.normalization = args.normalization or ("whole_batch" if sequence else "per_image")
     targets = _targets(images, args)
+    check_video_targets(videos, args.output_dir, args.format, args.overwrite, {p.stem for p in images})
     config = PredictConfig(processing_resolution=args.processing_resolution, batch_size=max(1, args.batch_size),
                            depth_pass=args.depth_pass)
     device = resolve_device(args.device)
@@ -124,14 +137,23 @@ def run_predict(args) -> int:
         backbone = backbone.upcast()
         return backbone
 
-    bar = _progress(len(images), args.quiet)
-    pending = []
-    for paths, batch in _groups(images, args.batch_size or AUTO_GROUP):
+    def predict(batch: torch.Tensor) -> torch.Tensor:  # [B,C,H,W] -> [B,H,W]
         free = free_memory(device)
         run_config = plan_config(config, batch.shape, free, backbone.dtype, backbone.vae_dtype, args.vae_tiling,
                                  args.tile_size, auto_batch=args.batch_size == 0)
         check_memory(batch.shape, run_config, free, backbone.dtype, backbone.vae_dtype)
-        depths = predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
+        return predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
+
+    def progress(total, unit, desc):  # a bar for the sequence paths
+        return _progress(total, args.quiet, unit, desc)
+
+    if sequence:
+        run_image_sequence(images, targets, predict, args, progress)
+        images = []
+    bar = _progress(len(images), args.quiet)
+    pending = []
+    for paths, batch in _groups(images, args.batch_size or AUTO_GROUP):
+        depths = predict(batch)
         for path, depth in zip(paths, depths):
             _write(path, depth, targets[path], args, pending)
         bar.update(len(paths))
@@ -140,11 +162,14 @@ def run_predict(args) -> int:
         bounds = whole_run_bounds([d for _, d in pending])
         for target, depth in pending:
             write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=args.overwrite)
-    log.info("wrote %d image(s) x %s to %s", len(images), ", ".join(args.format), args.output_dir)
+    if images:
+        log.info("wrote %d image(s) x %s to %s", len(images), ", ".join(args.format), args.output_dir)
+    for video in videos:
+        run_video(video, predict, args, progress)
     return 0
 
 
-def _progress(total: int, quiet: bool):
+def _progress(total: int | None, quiet: bool, unit: str = "img", desc: str = "FiffDepth"):
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional: count in the log instead
@@ -157,7 +182,7 @@ def _progress(total: int, quiet: bool):
             def close(self):
                 pass
         return _Quiet()
-    return tqdm(total=total, unit="img", desc="FiffDepth")
+    return tqdm(total=total, unit=unit, desc=desc)
 
 
 def main(argv: list[str] | None = None) -> int:

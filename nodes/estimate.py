@@ -11,6 +11,7 @@ import comfy.utils
 from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
 from ..fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth
 from ..fiffdepth_core.runtime import plan_config
+from ..fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence
 from .host_backbone import HostBackbone, conditioning_tensor
 
 TILE_SIZE = 1024
@@ -71,16 +72,23 @@ class FiffDepthEstimate(io.ComfyNode):
                 io.Combo.Input("vae_tiling", options=["auto", "on", "off"], default="auto",
                                tooltip="Tiled VAE for images too large for memory (the UNet always sees the whole "
                                        "image). auto: only when needed"),
+                io.Combo.Input("temporal", options=list(TEMPORAL_MODES), default="off",
+                               tooltip="Video: align treats the batch as consecutive frames and maps each frame's "
+                                       "depth onto a running reference (robust scale and shift; scene cuts restart "
+                                       "it), then rescales the whole clip to [0,1], so depth no longer flickers. Use "
+                                       "with normalization whole_batch. off: each image's own depth"),
             ],
             outputs=[
                 io.Image.Output(display_name="controlnet", tooltip="3-channel, near = white, for depth ControlNets"),
-                io.Mask.Output(display_name="depth", tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near"),
+                io.Mask.Output(display_name="depth", tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near. With temporal "
+                               "align: the clip's depth in one common scale, 0 = its nearest point, 1 = its farthest"),
             ],
         )
 
     @classmethod
     def execute(cls, model, vae, image, conditioning=None, clip=None, processing_resolution=768, batch_size=1,
-                depth_pass="detailed", normalization="per_image", vae_tiling="auto") -> io.NodeOutput:
+                depth_pass="detailed", normalization="per_image", vae_tiling="auto",
+                temporal="off") -> io.NodeOutput:
         backbone = HostBackbone(model, vae, empty_prompt_context(model, conditioning, clip))
         images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
         config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
@@ -91,6 +99,8 @@ class FiffDepthEstimate(io.ComfyNode):
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
                               interrupt=mm.throw_exception_if_processing_interrupted,
                               fallback=backbone.upcast if backbone.dtype != torch.float32 else None)  # [B,H,W]
+        if temporal == "align":
+            depth, _ = align_sequence(depth)  # [B,H,W], one depth scale for the whole clip, spanning [0,1]
         control = controlnet_depth(depth, normalization)[..., None].expand(-1, -1, -1, 3)  # [B,H,W,3]
         out = mm.intermediate_device()
         return io.NodeOutput(control.contiguous().to(out), depth.to(out))

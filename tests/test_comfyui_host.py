@@ -112,6 +112,25 @@ def test_host_resizes_pads_and_batches_like_standalone(host):
     assert (depth - expected).abs().max().item() <= 10 * FP32_TOL
 
 
+def test_temporal_align_in_the_host_equals_the_core_alignment(host):
+    """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence``; off: unchanged."""
+    from fiffdepth_core.temporal import align_sequence
+
+    nodes, base = host
+    frames = seeded_images(1, 64, 96 + 5, seed=3)
+    frames = torch.cat([frames[..., k:k + 96] for k in range(5)])  # [5,3,64,96]: a pan
+    expected = standalone_depth(base / "models" / "tiny", frames, processing_resolution=64)
+    _, raw = run_host(nodes, frames, processing_resolution=64, temporal="off")
+    control, aligned = run_host(nodes, frames, processing_resolution=64, temporal="align",
+                                normalization="whole_batch")
+    assert (raw - expected).abs().max().item() <= FP32_TOL
+    reference, _ = align_sequence(expected)
+    assert (aligned - reference).abs().max().item() <= 10 * FP32_TOL
+    assert float(aligned.min()) == 0.0 and float(aligned.max()) == 1.0
+    assert (aligned - raw).abs().max().item() > 1e-3  # alignment changed something
+    assert (control[..., 0] - controlnet_depth(reference, "whole_batch")).abs().max().item() <= 1e-3
+
+
 def test_save_node_writes_lossless_files_with_counter_names(host):
     nodes, base = host
     depth = torch.rand(2, 16, 24)

@@ -187,7 +187,7 @@ def test_each_workflow_does_its_job(pack_info):
 
     wf = load(NAMES[3])
     (values,) = estimate_inputs(wf)
-    assert values["normalization"] == "whole_batch"
+    assert values["normalization"] == "whole_batch" and values["temporal"] == "align"
     est = of_type(wf, "FiffDepthEstimate")[0]
     frames, _ = source_of(wf, est, "image")
     assert frames["type"] == "GetVideoComponents" and source_of(wf, frames, "video")[0]["type"] == "LoadVideo"

@@ -153,35 +153,45 @@ def _objects(rng: np.random.Generator, bounds: tuple[float, float, float]) -> li
     return objects
 
 
-def _camera_rays(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Camera origin ``[3]`` and world ray directions ``[3,N]`` whose camera-frame z is 1."""
+def _camera(rng: np.random.Generator, width: int) -> tuple[float, float, float, np.ndarray]:
+    """Focal length (px), yaw and pitch (radians) and origin ``[3]`` of a random camera."""
     focal = (width / 2) / math.tan(math.radians(rng.uniform(50.0, 80.0)) / 2)
+    yaw, pitch = math.radians(rng.uniform(-10, 10)), math.radians(rng.uniform(-15, 5))
+    origin = np.array([0.0, rng.uniform(0.8, 2.0), 0.0], dtype=np.float32)
+    return focal, yaw, pitch, origin
+
+
+def _rays(height: int, width: int, focal: float, yaw: float, pitch: float) -> np.ndarray:
+    """World ray directions ``[3,N]`` whose camera-frame z is 1."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5  # [H,W] pixel centres
     cam = np.stack([(xs - width / 2) / focal, -(ys - height / 2) / focal, np.ones_like(xs)]).reshape(3, -1)
-    rotation = _rot_y(math.radians(rng.uniform(-10, 10))) @ _rot_x(math.radians(rng.uniform(-15, 5)))
-    origin = np.array([0.0, rng.uniform(0.8, 2.0), 0.0], dtype=np.float32)
-    return origin, rotation @ cam  # [3], [3,N]
+    return (_rot_y(yaw) @ _rot_x(pitch)) @ cam  # [3,N]
 
 
-def render(height: int, width: int, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """RGB ``[3,H,W]`` in [0,1] and planar depth ``[H,W]`` in metres (inf where a ray sees sky)."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index)])
-    origin, dirs = _camera_rays(rng, height, width)
+def _world(rng: np.random.Generator) -> dict:
+    """Room or open ground, objects, textures and lighting."""
     planes, bounds = _room(rng)
     scene = planes + _objects(rng, bounds)
     textures = [random_texture(rng) for _ in scene]
+    light = rng.normal(size=3) * np.array([1.0, 0.3, 1.0]) + np.array([0.0, 1.0, -0.3])
+    light = (light / np.linalg.norm(light)).astype(np.float32)
+    ambient, strength = rng.uniform(0.25, 0.5), rng.uniform(0.5, 0.9)
+    return {"scene": scene, "outdoor": len(planes) == 1, "textures": textures, "light": light,
+            "ambient": ambient, "strength": strength}
+
+
+def _shade(world: dict, origin: np.ndarray, dirs: np.ndarray, grain: np.random.Generator, height: int,
+           width: int) -> tuple[np.ndarray, np.ndarray]:
+    scene = world["scene"]
     best_t = np.full(dirs.shape[1], np.inf, dtype=np.float32)  # [N]
     best_id = np.full(dirs.shape[1], -1, dtype=np.int64)
     for k, obj in enumerate(scene):
         t = obj.intersect(origin, dirs)
         closer = t < best_t
         best_t, best_id = np.where(closer, t, best_t), np.where(closer, k, best_id)
-    if len(planes) == 1:  # open ground: the far floor fades into sky
+    if world["outdoor"]:  # open ground: the far floor fades into sky
         best_id[best_t > MAX_OUTDOOR_DEPTH] = -1
         best_t[best_id < 0] = np.inf
-    light = rng.normal(size=3) * np.array([1.0, 0.3, 1.0]) + np.array([0.0, 1.0, -0.3])
-    light = (light / np.linalg.norm(light)).astype(np.float32)
-    ambient, strength = rng.uniform(0.25, 0.5), rng.uniform(0.5, 0.9)
     elevation = dirs[1] / np.sqrt((dirs * dirs).sum(axis=0))
     rgb = (np.array([0.55, 0.7, 0.95]) + (1 - np.clip(elevation, 0, 1))[:, None] * 0.3).astype(np.float32)  # sky
     for k, obj in enumerate(scene):
@@ -189,8 +199,37 @@ def render(height: int, width: int, index: int, seed: int) -> tuple[np.ndarray, 
         if hit.size == 0:
             continue
         normal, uv = obj.surface(origin + best_t[hit, None] * dirs[:, hit].T)  # [M,3], [M,2]
-        diffuse = np.clip(normal @ light, 0.0, None)  # [M]
-        rgb[hit] = shade_texture(textures[k], uv) * (ambient + strength * diffuse)[:, None]
-    rgb += (rng.random(rgb.shape, dtype=np.float32) - 0.5) * 0.03  # sensor-like grain
+        diffuse = np.clip(normal @ world["light"], 0.0, None)  # [M]
+        rgb[hit] = shade_texture(world["textures"][k], uv) * (world["ambient"] + world["strength"] * diffuse)[:, None]
+    rgb += (grain.random(rgb.shape, dtype=np.float32) - 0.5) * 0.03  # sensor-like grain
     rgb = np.clip(rgb, 0.0, 1.0).reshape(height, width, 3).transpose(2, 0, 1)  # [3,H,W]
     return np.ascontiguousarray(rgb, dtype=np.float32), best_t.reshape(height, width)
+
+
+def render(height: int, width: int, index: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``[3,H,W]`` in [0,1] and planar depth ``[H,W]`` in metres (inf where a ray sees sky)."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index)])
+    focal, yaw, pitch, origin = _camera(rng, width)
+    world = _world(rng)
+    return _shade(world, origin, _rays(height, width, focal, yaw, pitch), rng, height, width)
+
+
+def render_path(height: int, width: int, index: int, seed: int, frames: int, step: float = 0.03,
+                turn: float = 0.4):
+    """Frames of scene ``index`` seen from a camera that moves: each frame it advances ``step`` metres along its
+    view direction (projected on the ground), drifts sideways by half that, and turns ``turn`` degrees.
+
+    Yields ``(rgb [3,H,W], depth [H,W])`` per frame, like :func:`render`; the first frame's camera is
+    :func:`render`'s, and the sensor grain differs from frame to frame.
+    """
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index)])
+    focal, yaw, pitch, origin = _camera(rng, width)
+    world = _world(rng)
+    for k in range(int(frames)):
+        heading = yaw + math.radians(turn) * k
+        forward = np.array([math.sin(heading), 0.0, math.cos(heading)], dtype=np.float32)
+        side = np.array([math.cos(heading), 0.0, -math.sin(heading)], dtype=np.float32)
+        position = origin + (forward + 0.5 * side) * step * k
+        grain = rng if k == 0 else np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index), k])
+        yield _shade(world, position.astype(np.float32), _rays(height, width, focal, heading, pitch), grain,
+                     height, width)

@@ -235,9 +235,9 @@ def image_to_depth(info: dict) -> dict:
                   "for float32.", [-480, -30], [440, 460])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
     loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=FIFFDEPTH_CKPT, precision="auto")
-    detailed = g.add("FiffDepthEstimate", [400, 0], [330, 234], title="FiffDepth Estimate (detailed, t = 0)",
+    detailed = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (detailed, t = 0)",
                      depth_pass="detailed")
-    filtered = g.add("FiffDepthEstimate", [400, 470], [330, 234], title="FiffDepth Estimate (filtered, t = −1)",
+    filtered = g.add("FiffDepthEstimate", [400, 470], [330, 258], title="FiffDepth Estimate (filtered, t = −1)",
                      depth_pass="filtered")
     for est in (detailed, filtered):
         g.link(loader, "MODEL", est, "model")
@@ -281,7 +281,7 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
            "`end_percent` if the result looks over-constrained.", [-480, -30], [440, 520])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
     loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=FIFFDEPTH_CKPT, precision="auto")
-    est = g.add("FiffDepthEstimate", [400, 0], [330, 234])
+    est = g.add("FiffDepthEstimate", [400, 0], [330, 258])
     g.link(loader, "MODEL", est, "model")
     g.link(loader, "VAE", est, "vae")
     g.link(loader, "CONDITIONING", est, "conditioning")
@@ -336,16 +336,19 @@ def video_depth(info: dict) -> dict:
     g.note("## FiffDepth: video frames → depth (no flicker)\n\n" + NO_WEIGHTS + "\n\n" + FIFFDEPTH_FILES + "\n\n"
            + tree("    └── fiffdepth/", f"        └── {FIFFDEPTH_CKPT}") +
            "\n\n**Video** → `ComfyUI/input/` (or use the upload button of **Load Video**).\n\n"
-           "`normalization = whole_batch` normalises the ControlNet maps over all frames together, so brightness "
-           "does not flicker from frame to frame. Every frame is held in memory: trim or downscale long videos "
-           "first. `batch_size` = frames per model call.\n\nSaved: ControlNet frames (PNG), raw 16-bit depth "
-           "frames, and an MP4 of the ControlNet maps with the source's frame rate and sound.",
+           "`temporal = align` treats the frames as one clip: each frame's depth is matched in scale and shift to "
+           "a running reference (scene cuts restart it), so the depth itself stops flickering, and the clip is "
+           "then rescaled as a whole to [0, 1]. `normalization = whole_batch` normalises the ControlNet maps over "
+           "all frames together. Every frame is held in memory: trim or downscale long videos first (the CLI, "
+           "`python -m fiffdepth_core predict clip.mp4 --temporal align`, streams any length). `batch_size` = "
+           "frames per model call.\n\nSaved: ControlNet frames (PNG), raw 16-bit depth frames, and an MP4 of the "
+           "ControlNet maps with the source's frame rate and sound.",
            [-480, -30], [440, 420])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [400, 182], [260, 66])
     loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=FIFFDEPTH_CKPT, precision="auto")
-    est = g.add("FiffDepthEstimate", [720, 0], [330, 234], title="FiffDepth Estimate (whole batch)",
-                batch_size=4, normalization="whole_batch")
+    est = g.add("FiffDepthEstimate", [720, 0], [330, 258], title="FiffDepth Estimate (aligned video)",
+                batch_size=4, normalization="whole_batch", temporal="align")
     g.link(video, "VIDEO", frames, "video")
     g.link(loader, "MODEL", est, "model")
     g.link(loader, "VAE", est, "vae")
@@ -363,7 +366,7 @@ def video_depth(info: dict) -> dict:
     g.link(frames, "audio", make, "audio")
     g.link(make, "VIDEO", save_video, "video")
     g.group("Load", [loader, video, frames], GROUP_COLORS["load"])
-    g.group("Depth, whole batch", [est], GROUP_COLORS["depth"])
+    g.group("Depth, aligned over time", [est], GROUP_COLORS["depth"])
     g.group("Save frames + depth video", [save_cn, save_depth, make, save_video], GROUP_COLORS["out"])
     return g.to_json()
 
@@ -388,7 +391,7 @@ def core_loaders(info: dict) -> dict:
     vae = g.add("VAELoader", [0, 142], [330, 58], vae_name=FIFFDEPTH_VAE)
     cond = g.add("LotusConditioning", [0, 260], [330, 26], title="Empty prompt (LotusConditioning)")
     image = g.add("LoadImage", [0, 346], [330, 420], image="example.png")
-    est = g.add("FiffDepthEstimate", [400, 0], [330, 234])
+    est = g.add("FiffDepthEstimate", [400, 0], [330, 258])
     g.link(unet, "MODEL", est, "model")
     g.link(vae, "VAE", est, "vae")
     g.link(cond, "conditioning", est, "conditioning")

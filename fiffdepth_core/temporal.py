@@ -1,0 +1,193 @@
+"""Temporal alignment of per-frame depth: video depth that does not flicker.
+
+FiffDepth predicts *affine-invariant* depth: every frame comes with its own unknown scale and shift, so a sequence
+of per-frame maps flickers even when the scene barely moves. Here each frame's raw depth ``d`` is mapped to
+``scale * d + shift``, fitted to a running reference:
+
+1. Robust least squares over pixels that agree. On a fixed grid of at most ``sample_pixels`` pixels, an L1 fit
+   (iteratively reweighted least squares) gives a starting point that outliers (moving objects, disocclusions)
+   cannot drag; then pixels whose residual exceeds ``inlier_sigmas`` robust standard deviations (1.4826 x the
+   median absolute residual) are rejected and the fit is redone on the rest, twice. On noiseless data the result
+   is exact.
+2. Scene cuts. If fewer than ``min_agreement`` of the pixels agree with the reference within ``agreement`` of its
+   depth range, or the fitted scale is implausible, the frame starts a new shot: the reference restarts from it.
+3. The reference follows the camera: after each frame, ``reference = (1 - decay) * reference + decay * aligned``.
+
+The first frame of each shot keeps its raw depth (scale 1, shift 0), so aligned depth is expressed in the units
+of that frame: 0 = its nearest point, 1 = its farthest. Frames that later see nearer or farther things may leave
+[0, 1] slightly; :func:`align_sequence` (``normalize=True``) therefore applies one last affine map to the whole
+clip so that it spans exactly [0, 1] again without changing any frame relative to another.
+
+:class:`TemporalAligner` streams (one frame at a time, constant memory: one reference map);
+:func:`align_sequence` aligns a whole ``[T,H,W]`` batch. Both work on any torch device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+TEMPORAL_MODES = ("off", "align")
+MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """How frames are aligned; the defaults suit 24-60 fps footage."""
+
+    decay: float = 0.5  # weight of the newest aligned frame in the running reference (1 = previous frame only)
+    inlier_sigmas: float = 3.0  # residuals beyond this many robust standard deviations are outliers
+    agreement: float = 0.1  # a pixel agrees with the reference within this fraction of the reference's depth range
+    min_agreement: float = 0.75  # fewer agreeing pixels than this fraction -> scene cut
+    max_scale_ratio: float = 4.0  # a fitted scale outside [1/r, r] -> scene cut
+    sample_pixels: int = 65536  # pixels on a fixed grid used for the fit (all pixels when the frame is smaller)
+    l1_iterations: int = 8
+
+    def __post_init__(self):
+        checks = (("decay", self.decay, 0.0, 1.0, False), ("agreement", self.agreement, 0.0, 1.0, False),
+                  ("min_agreement", self.min_agreement, 0.0, 1.0, True),
+                  ("inlier_sigmas", self.inlier_sigmas, 0.0, 100.0, False))
+        for name, value, low, high, low_ok in checks:
+            if not (low <= value <= high) or (value == low and not low_ok):
+                bound = "[" if low_ok else "("
+                raise ValueError(f"`{name}` must be in {bound}{low}, {high}], got {value}")
+        if not self.max_scale_ratio > 1.0:
+            raise ValueError(f"`max_scale_ratio` must be > 1, got {self.max_scale_ratio}")
+        for name in ("sample_pixels", "l1_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AlignStep:
+    """What happened to one frame: ``aligned = scale * raw + shift``."""
+
+    scale: float
+    shift: float
+    cut: bool  # this frame started a new shot (the first frame always does)
+    agreement: float  # fraction of sampled pixels agreeing with the reference (1.0 for a shot's first frame)
+
+
+def _grid(height: int, width: int, budget: int) -> tuple[slice, slice]:
+    """A strided sub-grid with at most about ``budget`` pixels."""
+    stride = 1
+    while ((height + stride - 1) // stride) * ((width + stride - 1) // stride) > budget:
+        stride += 1
+    return slice(None, None, stride), slice(None, None, stride)
+
+
+def _weighted_fit(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
+    """Weighted least squares ``y ~ s * x + t`` in float64; a flat ``x`` gives ``s = 1`` and a matched mean."""
+    sw = w.sum()
+    if not sw > 0:
+        return 1.0, 0.0
+    mx, my = (w * x).sum() / sw, (w * y).sum() / sw
+    dx = x - mx
+    var = (w * dx * dx).sum()
+    if not var > 1e-18 * sw:
+        return 1.0, float(my - mx)
+    scale = (w * dx * (y - my)).sum() / var
+    return float(scale), float(my - scale * mx)
+
+
+def robust_affine(x: torch.Tensor, y: torch.Tensor, inlier_sigmas: float = 3.0, l1_iterations: int = 8,
+                  floor: float = 1e-6) -> tuple[float, float, torch.Tensor]:
+    """``(scale, shift, inliers)`` of ``y ~ scale * x + shift`` for flat tensors, robust to outliers in ``y``.
+
+    An L1 fit by iteratively reweighted least squares starts it; then two rounds of least squares on the pixels
+    within ``inlier_sigmas`` robust standard deviations (at least ``floor``) of the current fit.
+    """
+    x, y = x.reshape(-1).double(), y.reshape(-1).double()
+    w = torch.ones_like(x)
+    scale, shift = _weighted_fit(x, y, w)
+    for _ in range(l1_iterations):  # IRLS for least absolute deviations
+        w = 1.0 / (scale * x + shift - y).abs().clamp_min(floor)
+        scale, shift = _weighted_fit(x, y, w)
+    inliers = torch.ones_like(x, dtype=torch.bool)
+    for _ in range(2):
+        residual = (scale * x + shift - y).abs()
+        sigma = MAD_TO_SIGMA * residual.median()
+        inliers = residual <= max(float(inlier_sigmas * sigma), floor)
+        if int(inliers.sum()) < 2:
+            break
+        scale, shift = _weighted_fit(x[inliers], y[inliers], inliers.double()[inliers])
+    return scale, shift, inliers
+
+
+class TemporalAligner:
+    """Aligns frames one at a time to a running reference; holds one reference map, whatever the clip length."""
+
+    def __init__(self, config: AlignConfig = AlignConfig()):
+        self.config = config
+        self.reference: torch.Tensor | None = None  # [H,W] float32, in the current shot's units
+        self.frames = 0
+
+    def reset(self) -> None:
+        """Forget the reference: the next frame starts a new shot."""
+        self.reference = None
+
+    def update(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
+        """Align one raw depth map ``[H,W]``; returns the aligned map (float32, same device) and an :class:`AlignStep`."""
+        if depth.ndim != 2:
+            raise ValueError(f"`depth` must be one frame [H,W], got shape {tuple(depth.shape)}")
+        depth = depth.float()
+        self.frames += 1
+        if self.reference is not None and self.reference.shape != depth.shape:
+            raise ValueError(f"frame {self.frames} is {tuple(depth.shape)}, but earlier frames were "
+                             f"{tuple(self.reference.shape)}: a video's frames must share one size")
+        if self.reference is None:
+            return self._restart(depth)
+        cfg = self.config
+        rows, cols = _grid(*depth.shape, cfg.sample_pixels)
+        x = depth[rows, cols].reshape(-1)  # [N]
+        y = self.reference[rows, cols].reshape(-1)  # [N]
+        low, high = torch.quantile(y.double(), torch.tensor([0.02, 0.98], dtype=torch.float64, device=y.device))
+        spread = max(float(high - low), 1e-6)
+        scale, shift, _ = robust_affine(x, y, cfg.inlier_sigmas, cfg.l1_iterations, floor=1e-6 * spread)
+        agree = float(((scale * x.double() + shift - y.double()).abs() <= cfg.agreement * spread).double().mean())
+        plausible = 1.0 / cfg.max_scale_ratio <= scale <= cfg.max_scale_ratio
+        if agree < cfg.min_agreement or not plausible:
+            log.info("scene cut at frame %d (%.0f%% of pixels agree, scale %.3g)", self.frames, 100 * agree, scale)
+            return self._restart(depth)
+        aligned = depth * scale + shift  # [H,W]
+        self.reference.mul_(1.0 - cfg.decay).add_(aligned, alpha=cfg.decay)
+        return aligned, AlignStep(scale, shift, cut=False, agreement=agree)
+
+    def _restart(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
+        self.reference = depth.clone()
+        return depth.clone(), AlignStep(1.0, 0.0, cut=True, agreement=1.0)
+
+
+def unit_range(low: float, high: float) -> tuple[float, float]:
+    """``(scale, shift)`` of the affine map taking ``[low, high]`` to ``[0, 1]`` (identity for a flat range)."""
+    if not high > low:
+        return 1.0, 0.0
+    return 1.0 / (high - low), -low / (high - low)
+
+
+def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(),
+                   normalize: bool = True) -> tuple[torch.Tensor, list[AlignStep]]:
+    """Align a clip of raw depth ``[T,H,W]`` frame by frame (see :class:`TemporalAligner`).
+
+    With ``normalize`` one affine map over the whole clip then takes the aligned depth's range to exactly [0, 1]
+    (0 = the nearest point of the clip): frames keep their relation to each other, and the result is again depth in
+    [0, 1] like the model's raw output. Returns ``(aligned [T,H,W] float32, steps)``.
+    """
+    if depths.ndim != 3 or depths.shape[0] == 0:
+        raise ValueError(f"`depths` must be a clip [T,H,W] with T >= 1, got shape {tuple(depths.shape)}")
+    aligner = TemporalAligner(config)
+    out = torch.empty(depths.shape, dtype=torch.float32, device=depths.device)
+    steps = []
+    for i, frame in enumerate(depths):
+        out[i], step = aligner.update(frame)
+        steps.append(step)
+    if normalize:
+        low, high = (float(v) for v in torch.aminmax(out))
+        scale, shift = unit_range(low, high)
+        out.mul_(scale).add_(shift).clamp_(0.0, 1.0)  # the clamp only removes rounding error
+    return out, steps

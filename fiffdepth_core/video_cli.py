@@ -1,0 +1,143 @@
+"""The CLI's sequence paths: video files, and image folders predicted as one aligned sequence (``--temporal align``).
+
+A video ``clip.mp4`` gives, in the output folder:
+
+* ``clip/clip_000000.npy``, ``clip/clip_000000_depth16.png``, ``clip/clip_000000.exr``, ... per frame (frame index
+  from 0), for each depth ``--format`` asked for;
+* ``clip_controlnet.mp4``: the 8-bit ControlNet map (near = white) at the source frame rate, always;
+* ``clip_color.mp4``: the colour preview, with ``--format color``.
+
+Both passes stream (see :mod:`fiffdepth_core.sequence`): the depth cache lives in a temporary folder inside the
+output folder and is removed at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .files import WRITERS, load_image, output_path, write_png8
+from .image import to_rgb
+from .postprocess import colorize
+from .sequence import DepthCache, first_pass, second_pass
+from .video import VideoWriter, probe_video, read_frames
+
+log = logging.getLogger("fiffdepth")
+DEPTH_FORMATS = tuple(WRITERS)  # per-frame files; controlnet and color become videos
+VIDEO_GROUP = 16  # with --batch-size 0, frames are read in groups of this many and batched to fit memory
+
+
+def video_targets(video: Path, output_dir: str | Path, formats) -> dict[str, Path]:
+    out = Path(output_dir)
+    targets = {"frames": out / video.stem, "controlnet": out / f"{video.stem}_controlnet.mp4"}
+    if "color" in formats:
+        targets["color"] = out / f"{video.stem}_color.mp4"
+    return targets
+
+
+def frame_path(folder: Path, stem: str, index: int, fmt: str) -> Path:
+    return output_path(folder, f"{stem}_{index:06d}", fmt)
+
+
+def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool, taken: set[str]) -> None:
+    """Refuse name collisions (with each other and with image outputs ``taken``) and, without ``overwrite``,
+    existing outputs: before any model loads."""
+    for video in videos:
+        if video.stem in taken:
+            raise FileExistsError(f"two inputs share the name {video.stem!r} (one is {video}); their outputs would "
+                                  "collide: run them into different --output-dir folders")
+        taken.add(video.stem)
+        if overwrite:
+            continue
+        targets = video_targets(video, output_dir, formats)
+        folder = targets.pop("frames")
+        existing = [str(p) for p in targets.values() if p.exists()]
+        if any(fmt in DEPTH_FORMATS for fmt in formats) and folder.is_dir() and any(folder.iterdir()):
+            existing.append(f"{folder}/ (not empty)")
+        if existing:
+            raise FileExistsError(f"output already exists: {', '.join(existing)}; pass --overwrite to replace it")
+
+
+def _frames(video: Path):
+    for array in read_frames(video):  # [H,W,3] uint8
+        yield torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)  # [3,H,W]
+
+
+def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args, progress) -> int:
+    """Depth for every frame of ``video``; returns the frame count. ``progress(total, unit, desc)`` makes a bar."""
+    info = probe_video(video)
+    targets = video_targets(video, args.output_dir, args.format)
+    depth_formats = [fmt for fmt in args.format if fmt in DEPTH_FORMATS]
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
+        cache = DepthCache(Path(scratch) / "depth.f32")
+        try:
+            bar = progress(info.frames, "frame", f"{video.name} depth")
+            cuts = first_pass(_frames(video), predict, args.batch_size or VIDEO_GROUP, cache, args.temporal,
+                              progress=bar.update)
+            bar.close()
+            if len(cache) == 0:
+                raise ValueError(f"{video} has no decodable frames")
+            if cuts:
+                log.info("%s: %d scene cut(s); alignment restarted at each", video.name, cuts)
+            with VideoWriter(targets["controlnet"], info.fps, args.overwrite) as control_out, \
+                    _optional_writer(targets.get("color"), info.fps, args.overwrite) as color_out:
+                def write(index, depth, control):
+                    for fmt in depth_formats:
+                        WRITERS[fmt](frame_path(targets["frames"], video.stem, index, fmt), depth,
+                                     overwrite=args.overwrite)
+                    control_out.write(control.numpy())
+                    if color_out is not None:
+                        color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy())
+
+                bar = progress(len(cache), "frame", f"{video.name} write")
+                second_pass(cache, write, args.temporal, args.normalization, progress=bar.update)
+                bar.close()
+        finally:
+            cache.close()
+    log.info("%s: %d frames at %s fps -> %s", video.name, len(cache), info.fps, targets["controlnet"])
+    return len(cache)
+
+
+class _Nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _optional_writer(path, fps, overwrite):
+    return _Nothing() if path is None else VideoWriter(path, fps, overwrite)
+
+
+def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
+                       predict: Callable[[torch.Tensor], torch.Tensor], args, progress) -> None:
+    """Images predicted as consecutive frames of one clip (``--temporal align``), written under their own names."""
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    frames = (to_rgb(load_image(path)[None])[0] for path in images)  # [3,H,W] each, read lazily
+
+    def write(index, depth, control):
+        for fmt, target in targets[images[index]].items():
+            if fmt in WRITERS:
+                WRITERS[fmt](target, depth, overwrite=args.overwrite)
+            elif fmt == "color":
+                write_png8(target, colorize(depth[None])[0], overwrite=args.overwrite)
+            elif fmt == "controlnet":
+                write_png8(target, control, overwrite=args.overwrite)
+
+    with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
+        cache = DepthCache(Path(scratch) / "depth.f32")
+        try:
+            bar = progress(len(images), "img", "FiffDepth")
+            first_pass(frames, predict, args.batch_size or VIDEO_GROUP, cache, args.temporal, progress=bar.update)
+            bar.close()
+            bar = progress(len(images), "img", "write")
+            second_pass(cache, write, args.temporal, args.normalization, progress=bar.update)
+            bar.close()
+        finally:
+            cache.close()

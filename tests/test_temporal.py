@@ -1,0 +1,139 @@
+"""Temporal alignment (fiffdepth_core.temporal): known per-frame affines are recovered, outliers are rejected,
+scene cuts restart the reference, streaming equals batch, and the normalised clip spans [0, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fiffdepth_core.temporal import AlignConfig, TemporalAligner, align_sequence, robust_affine
+from train.datasets.procedural_scene import render, render_path
+
+
+def unit_depth(depth: np.ndarray) -> torch.Tensor:
+    """Planar depth (inf = sky) -> [0,1] like the model's raw output (2/98% quantiles, clipped)."""
+    depth = np.where(np.isfinite(depth), depth, 80.0)
+    low, high = np.quantile(depth, [0.02, 0.98])
+    return torch.from_numpy(np.clip((depth - low) / (high - low), 0.0, 1.0)).float()
+
+
+def random_affines(frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.5, 2.0, frames), rng.uniform(-0.3, 0.3, frames)
+
+
+def test_static_clip_recovers_each_frame_affine_exactly():
+    truth = unit_depth(render(48, 64, 2, 0)[1])  # [H,W]
+    scales, shifts = random_affines(6, seed=1)
+    raw = torch.stack([truth * float(s) + float(t) for s, t in zip(scales, shifts)])  # [T,H,W]
+    aligned, steps = align_sequence(raw, normalize=False)
+    first = raw[0]
+    for k, step in enumerate(steps):  # every frame lands in frame 0's units: s0/sk and t0 - s0*tk/sk
+        assert step.cut == (k == 0)
+        assert step.scale == pytest.approx(scales[0] / scales[k], rel=1e-6)
+        assert step.shift == pytest.approx(shifts[0] - scales[0] * shifts[k] / scales[k], abs=1e-6)
+        assert torch.allclose(aligned[k], first, atol=1e-5), k
+
+
+def test_noise_and_outliers_stay_within_bounds():
+    gen = torch.Generator().manual_seed(0)
+    truth = unit_depth(render(64, 96, 3, 0)[1])
+    scales, shifts = random_affines(8, seed=2)
+    frames = []
+    for k, (s, t) in enumerate(zip(scales, shifts)):
+        noisy = truth + 0.01 * torch.randn(truth.shape, generator=gen)
+        noisy[5 + 3 * k:35 + 3 * k, 20:60] = torch.rand((30, 40), generator=gen)  # a "moving object": 20% of pixels
+        frames.append(noisy * float(s) + float(t))
+    raw = torch.stack(frames)
+    aligned, steps = align_sequence(raw, normalize=False)
+    assert not any(step.cut for step in steps[1:])
+    reference = truth * float(scales[0]) + float(shifts[0])  # frame 0's units, without noise
+    static = torch.ones_like(truth, dtype=torch.bool)
+    static[5:56, 20:60] = False  # never covered by the object
+    for k in range(1, len(frames)):
+        error = (aligned[k] - reference)[static].abs().mean() / float(scales[0])  # in units of the true depth
+        assert error < 0.012, (k, float(error))  # the noise alone is 0.008 on average
+    # The same frames under plain least squares: the outliers drag the fit far past that bound.
+    x, y = raw[3].reshape(-1), raw[0].reshape(-1)
+    design = torch.stack([x, torch.ones_like(x)], 1).double()
+    plain = torch.linalg.lstsq(design, y.double()[:, None]).solution[:, 0]
+    plain_error = ((raw[3] * plain[0] + plain[1]) - reference)[static].abs().mean() / float(scales[0])
+    assert plain_error > 0.03, float(plain_error)
+
+
+def test_robust_fit_ignores_outliers_in_y():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(5000, generator=gen)
+    y = 1.7 * x - 0.2
+    y[:1500] = torch.rand(1500, generator=gen) * 3.0  # 30% garbage
+    scale, shift, inliers = robust_affine(x, y)
+    assert scale == pytest.approx(1.7, rel=1e-6) and shift == pytest.approx(-0.2, abs=1e-6)
+    assert inliers[1500:].all() and inliers[:1500].float().mean() < 0.05
+
+
+def test_camera_motion_is_followed():
+    truth = [unit_depth(d) for _, d in render_path(48, 64, 4, 0, frames=10, step=0.05, turn=0.5)]
+    scales, shifts = random_affines(len(truth), seed=3)
+    raw = torch.stack([g * float(s) + float(t) for g, s, t in zip(truth, scales, shifts)])
+    aligned, steps = align_sequence(raw, normalize=False)
+    assert not any(step.cut for step in steps[1:])
+    for k in range(1, len(truth)):  # the camera moves, so the model's normalisation of each frame moves too:
+        expected = truth[k] * float(scales[0]) + float(shifts[0])  # bounded, not exact
+        assert (aligned[k] - expected).abs().median() < 0.05 * float(scales[0]), k
+    flicker_raw = (raw[1:] - raw[:-1]).abs().mean()
+    flicker_aligned = (aligned[1:] - aligned[:-1]).abs().mean()
+    assert flicker_aligned < 0.2 * flicker_raw
+
+
+@pytest.mark.parametrize("scenes", [(5, 6), (0, 1)])  # cut found by disagreement / by an inverted fit
+def test_scene_cut_restarts_the_reference(scenes):
+    first = unit_depth(render(48, 64, scenes[0], 0)[1])
+    second = unit_depth(render(48, 64, scenes[1], 0)[1])
+    scales, shifts = random_affines(8, seed=4)
+    clip = [first] * 4 + [second] * 4
+    raw = torch.stack([g * float(s) + float(t) for g, s, t in zip(clip, scales, shifts)])
+    aligned, steps = align_sequence(raw, normalize=False)
+    assert [step.cut for step in steps] == [True, False, False, False, True, False, False, False]
+    assert torch.equal(aligned[4], raw[4])  # the new shot starts from its own raw depth
+    for k in range(5, 8):  # ... and later frames align to it, not to the old scene
+        assert torch.allclose(aligned[k], raw[4], atol=1e-5), k
+    if scenes == (5, 6):  # without the agreement test the new shot is forced onto the old scene's reference
+        forced, steps = align_sequence(raw, AlignConfig(min_agreement=0.0), normalize=False)
+        assert not steps[4].cut and not torch.allclose(forced[4], raw[4], atol=1e-2)
+
+
+def test_streaming_equals_batch_and_normalised_clip_spans_unit_range():
+    truth = [unit_depth(d) for _, d in render_path(32, 48, 6, 1, frames=5)]
+    scales, shifts = random_affines(5, seed=6)
+    raw = torch.stack([g * float(s) + float(t) for g, s, t in zip(truth, scales, shifts)])
+    config = AlignConfig(decay=0.3)
+    aligner = TemporalAligner(config)
+    streamed = []
+    for k, frame in enumerate(raw):
+        before = None if aligner.reference is None else aligner.reference.clone()
+        out, step = aligner.update(frame)
+        streamed.append(out)
+        if before is not None:  # the reference follows with the configured decay
+            assert torch.allclose(aligner.reference, 0.7 * before + 0.3 * out, atol=1e-6)
+    batch, _ = align_sequence(raw, config, normalize=False)
+    assert torch.equal(torch.stack(streamed), batch)
+    unit, _ = align_sequence(raw, config)
+    assert float(unit.min()) == 0.0 and float(unit.max()) == 1.0
+    low, high = float(batch.min()), float(batch.max())
+    assert torch.allclose(unit, (batch - low) / (high - low), atol=1e-6)  # one affine for the whole clip
+
+
+def test_bad_input_is_named():
+    aligner = TemporalAligner()
+    aligner.update(torch.zeros(8, 8))
+    with pytest.raises(ValueError, match=r"frame 2 is \(8, 9\).*\(8, 8\)"):
+        aligner.update(torch.zeros(8, 9))
+    with pytest.raises(ValueError, match=r"`depth` must be one frame \[H,W\]"):
+        aligner.update(torch.zeros(1, 8, 8))
+    with pytest.raises(ValueError, match=r"`depths` must be a clip \[T,H,W\]"):
+        align_sequence(torch.zeros(0, 4, 4))
+    with pytest.raises(ValueError, match=r"`decay` must be in \(0.0, 1.0\], got 0"):
+        AlignConfig(decay=0)
+    with pytest.raises(ValueError, match="`sample_pixels` must be a positive integer"):
+        AlignConfig(sample_pixels=0)

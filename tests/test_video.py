@@ -1,0 +1,156 @@
+"""Video in the CLI: streaming read/write round trips, the two-pass sequence path, aligned image sequences."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from helpers import seeded_images
+
+from fiffdepth_core.cli import main
+from fiffdepth_core.postprocess import controlnet_depth
+from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.sequence import DepthCache, second_pass, sequence_quantiles
+from fiffdepth_core.temporal import align_sequence
+
+av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
+
+from fiffdepth_core.video import VideoWriter, probe_video, read_frames  # noqa: E402
+
+
+def moving_frames(count: int, height: int, width: int) -> list[np.ndarray]:
+    """Smooth content sliding one pixel per frame, uint8 [H,W,3]: easy on the codec, different every frame."""
+    base = (seeded_images(1, height, width + count, seed=7)[0].permute(1, 2, 0).numpy() * 255).round()
+    return [np.ascontiguousarray(base[:, k:k + width]).astype(np.uint8) for k in range(count)]
+
+
+def write_clip(path, frames, fps) -> None:
+    with VideoWriter(path, fps) as out:
+        for frame in frames:
+            out.write(frame)
+
+
+@pytest.mark.parametrize("size,fps", [((48, 64), Fraction(25, 2)), ((35, 51), Fraction(30000, 1001))])
+def test_streaming_round_trip_keeps_count_size_and_rate(tmp_path, size, fps):
+    frames = moving_frames(11, *size)
+    path = tmp_path / "clip.mp4"
+    write_clip(path, frames, fps)
+    info = probe_video(path)
+    assert (info.height, info.width) == size and info.fps == fps and info.frames == 11
+    decoded = list(read_frames(path))
+    assert len(decoded) == 11
+    for k, (original, back) in enumerate(zip(frames, decoded)):
+        assert back.shape == (*size, 3) and back.dtype == np.uint8
+        error = np.abs(back.astype(float) - original).mean()  # lossy (4:2:0 chroma, grain), but the same pictures
+        assert error < 8.0 and error < 0.5 * np.abs(back.astype(float) - frames[(k + 5) % 11]).mean(), k
+
+
+def test_writer_never_clobbers_and_leaves_no_partial_file(tmp_path):
+    path = tmp_path / "keep.mp4"
+    path.write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="keep.mp4 already exists"):
+        VideoWriter(path, 24)
+    target = tmp_path / "new.mp4"
+    with pytest.raises(ValueError, match=r"frame 1 is 10x8, but the video is 16x8"):
+        with VideoWriter(target, 24) as out:
+            out.write(np.zeros((8, 16)))
+            out.write(np.zeros((8, 10)))
+    assert path.read_bytes() == b"mine" and list(tmp_path.iterdir()) == [path]
+
+
+def test_depth_cache_and_sequence_quantiles(tmp_path):
+    gen = torch.Generator().manual_seed(0)
+    frames = [torch.rand((20, 30), generator=gen).numpy() ** (k + 1) for k in range(5)]
+    cache = DepthCache(tmp_path / "d.f32")
+    for frame in frames:
+        cache.append(frame)
+    assert len(cache) == 5 and all(np.array_equal(a, b) for a, b in zip(cache, frames))
+    assert cache.low == min(f.min() for f in frames) and cache.high == max(f.max() for f in frames)
+    got = sequence_quantiles(cache, scale=2.0, shift=-0.5).numpy()
+    expected = np.quantile(np.concatenate([f.ravel() for f in frames]) * 2.0 - 0.5, [0.02, 0.98])
+    assert np.abs(got - expected).max() <= 0.5 * (cache.high - cache.low) * 2.0 / 65536 + 1e-6
+    with pytest.raises(ValueError, match="frame 5 is 31x20, but earlier frames were 30x20"):
+        cache.append(np.zeros((20, 31), dtype=np.float32))
+    cache.close()
+
+
+@pytest.mark.parametrize("temporal", ["off", "align"])
+def test_second_pass_applies_whole_sequence_bounds(tmp_path, temporal):
+    gen = torch.Generator().manual_seed(1)
+    frames = [torch.rand((16, 24), generator=gen) * (0.2 + 0.2 * k) + 0.1 * k for k in range(4)]  # ranges differ
+    cache = DepthCache(tmp_path / "d.f32")
+    for frame in frames:
+        cache.append(frame.numpy())
+    written = {}
+    second_pass(cache, lambda i, depth, control: written.setdefault(i, (depth.clone(), control.clone())), temporal)
+    stack = torch.stack(frames)
+    depth = (stack - stack.min()) / (stack.max() - stack.min()) if temporal == "align" else stack
+    control = controlnet_depth(depth, "whole_batch")
+    assert sorted(written) == [0, 1, 2, 3]
+    for k in range(4):
+        assert torch.allclose(written[k][0], depth[k], atol=1e-6)
+        assert torch.allclose(written[k][1], control[k], atol=1e-3)  # histogram quantiles: within a bin
+    assert not torch.allclose(control, controlnet_depth(depth, "per_image"), atol=0.05)  # the test can tell
+    cache.close()
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "walk.mp4"
+    write_clip(path, moving_frames(6, 40, 56), Fraction(12))
+    return path
+
+
+def expected_depths(backbone, clip) -> torch.Tensor:
+    frames = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in read_frames(clip)])
+    with torch.inference_mode():
+        return predict_depth(backbone, frames, PredictConfig(processing_resolution=64))  # [T,H,W]
+
+
+@pytest.mark.parametrize("temporal", ["off", "align"])
+def test_cli_video_writes_frames_and_controlnet_video(clip, tiny_checkpoint, tiny_backbone, tmp_path, temporal):
+    out = tmp_path / "out"
+    code = main(["predict", str(clip), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--batch-size", "4", "--format", "npy", "png16", "color", "--temporal", temporal,
+                 "--output-dir", str(out), "-q"])
+    assert code == 0
+    raw = expected_depths(tiny_backbone, clip)
+    expected = align_sequence(raw)[0] if temporal == "align" else raw
+    saved = np.stack([np.load(out / "walk" / f"walk_{k:06d}.npy") for k in range(6)])
+    assert not (out / "walk" / "walk_000006.npy").exists() and (out / "walk" / "walk_000005_depth16.png").is_file()
+    assert np.abs(saved - expected.numpy()).max() <= 2e-4
+    for name in ("walk_controlnet.mp4", "walk_color.mp4"):
+        info = probe_video(out / name)
+        assert (info.width, info.height, info.fps, info.frames) == (56, 40, Fraction(12), 6), name
+    control = np.stack([f[..., 0] for f in read_frames(out / "walk_controlnet.mp4")]) / 255.0
+    reference = controlnet_depth(expected, "whole_batch").numpy()  # whole-sequence bounds by default for video
+    assert np.abs(control - reference).mean() < 5 / 255  # H.264 at CRF 16 on the random model's grainy depth
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the cache folder is gone
+
+
+def test_cli_video_refuses_existing_outputs(clip, tmp_path):
+    out = tmp_path / "out"
+    (out / "walk").mkdir(parents=True)
+    (out / "walk" / "walk_000000.npy").write_bytes(b"keep")
+    code = main(["predict", str(clip), "--checkpoint", str(tmp_path / "never-loaded"), "--output-dir", str(out)])
+    assert code == 2 and (out / "walk" / "walk_000000.npy").read_bytes() == b"keep"
+
+
+def test_cli_aligns_an_image_sequence(tiny_checkpoint, tiny_backbone, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, frame in enumerate(moving_frames(4, 40, 56)):
+        Image.fromarray(frame).save(folder / f"f{k}.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--temporal", "align", "--format", "npy", "--output-dir", str(out), "-q"]) == 0
+    frames = torch.stack([torch.from_numpy(np.array(Image.open(folder / f"f{k}.png"))).permute(2, 0, 1).float()
+                          / 255 for k in range(4)])
+    with torch.inference_mode():
+        expected = align_sequence(predict_depth(tiny_backbone, frames, PredictConfig(processing_resolution=64)))[0]
+    saved = np.stack([np.load(out / f"f{k}.npy") for k in range(4)])
+    assert np.abs(saved - expected.numpy()).max() <= 2e-4
