@@ -37,9 +37,14 @@ def disparity_to_depth_target(disparity: torch.Tensor, eps: float = 1e-3, low: f
                               high: float = 0.98) -> tuple[torch.Tensor, torch.Tensor]:
     """A depth-like [-1,1] target from a teacher's relative disparity (Depth Anything: large = near, sky ~ 0).
 
-    Small disparities are capped at ``eps`` x the 99th percentile so sky and far regions stay finite, the result
-    is inverted to depth and normalised with the same quantiles as GT depth; sky and far saturate at +1 and stay
-    valid (METHOD.md, project choice). Returns ``(target, valid)``; only non-finite teacher pixels are invalid.
+    1. Disparities below ``eps`` x the 99th percentile are *capped* (sky, very far): they have no usable depth.
+    2. The rest is inverted to depth and normalised with its own ``low``/``high`` quantiles to [-1,1], clipped.
+    3. Capped pixels saturate at +1 (farthest) and stay valid.
+
+    The quantiles are taken over the uncapped pixels only: with the capped ones included, any photo whose sky
+    covers more than ``1 - high`` of it would put the high quantile on the sky and squeeze every other pixel into
+    a sliver next to -1. Returns ``(target, valid)``; only non-finite teacher pixels are invalid (and an image
+    whose uncapped part is flat, which has no usable target, comes back all invalid).
     """
     disparity = disparity.float()
     valid = torch.isfinite(disparity)
@@ -48,6 +53,13 @@ def disparity_to_depth_target(disparity: torch.Tensor, eps: float = 1e-3, low: f
     top = quantiles(disparity[valid], (0.99,))[0]
     if not top > 0:
         return torch.zeros_like(disparity), torch.zeros_like(valid)
-    capped = torch.where(valid, disparity, top).clamp_min(eps * top)
-    depth = 1.0 / capped
-    return normalize_depth(depth, valid, low, high)
+    floor = eps * top
+    capped = valid & (disparity < floor)  # sky and very far: saturate at +1
+    measured = valid & ~capped  # non-empty: at least 1 % of the valid pixels reach `top` > `floor`
+    depth = 1.0 / torch.where(measured, disparity, top)  # finite everywhere; only `measured` is used below
+    d_low, d_high = quantiles(depth[measured], (low, high))
+    if not d_high > d_low:
+        return torch.zeros_like(disparity), torch.zeros_like(valid)
+    normalised = ((depth - d_low) / (d_high - d_low) * 2.0 - 1.0).clamp(-1.0, 1.0)
+    normalised = torch.where(capped, torch.ones_like(normalised), normalised)
+    return torch.where(valid, normalised, torch.zeros_like(normalised)), valid

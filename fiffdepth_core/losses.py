@@ -4,7 +4,8 @@ Shape letters: B batch, C latent channels (4), h x w latent cells, H x W pixels 
 
 * latent validity: a latent cell counts only if all 8x8 pixels under it are valid;
 * ``masked_mae`` and ``gradient_matching`` (MiDaS, 4 scales, per channel, no alignment) for d0 and d-1;
-* trajectory keeping: blended latents b0 = g x0 + (1-g) d0*, noised on SD2's own schedule, v-prediction MSE.
+* trajectory keeping: blended latents b0 = g x0 + (1-g) d0*, noised on SD2's own schedule, v-prediction MSE
+  over the same valid latent cells (an invalid GT region never becomes a target through d0*).
 
 Timesteps for noising are integers in [0, 999] only: ``alphas_cumprod[-1]`` would silently read index 999.
 """
@@ -50,6 +51,14 @@ def masked_mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     if count == 0:
         return _zero(pred)
     return ((pred - target).abs() * mask).sum() / count
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean (pred - target)^2 over valid cells (all channels); 0 when no cell is valid."""
+    count = mask.sum()
+    if count == 0:
+        return _zero(pred)
+    return ((pred - target).square() * mask).sum() / count
 
 
 def gradient_matching(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, scales: int = 4) -> torch.Tensor:

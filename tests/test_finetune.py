@@ -174,3 +174,20 @@ def test_the_recipe_config_builds_its_datasets(tmp_path, monkeypatch):
     assert [type(d).__name__ for d in datasets["synthetic"]] == ["HypersimDataset", "VKittiDataset"]
     assert datasets["synthetic"][0].size == (480, 640) and datasets["synthetic"][1].size == (352, 1216)
     assert type(datasets["real"][0]).__name__ == "RealPhotosDataset" and len(datasets["real"][0]) == 1
+
+
+def test_the_logged_learning_rate_is_the_one_each_step_used(tmp_path, monkeypatch):
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    from train.telemetry import Telemetry
+
+    used, logged = [], []
+    monkeypatch.setattr(Telemetry, "step", lambda self, step, terms: logged.append((step, terms["lr"])))
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    try:
+        run(tmp_path / "run", 2, "train.checkpoint_every=10", "validation.every=10")
+    finally:
+        handle.remove()
+    factor = lr_factor({"warmup_steps": 10, "decay_steps": 400, "final_lr_fraction": 0.01})  # debug.yaml
+    assert used == pytest.approx([1e-3 * factor(k) for k in range(2)])  # 1e-4, 2e-4 in the warm-up
+    assert logged == [(k + 1, lr) for k, lr in enumerate(used)]

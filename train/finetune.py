@@ -142,13 +142,14 @@ def train(config: dict, args, accelerator, run: RunFolder) -> dict:
             terms = {key: value.item() for key, value in sums.items()}
             if ocfg["max_grad_norm"]:
                 terms["grad_norm"] = float(accelerator.clip_grad_norm_(unet.parameters(), ocfg["max_grad_norm"]))
+            terms["lr"] = optimizer.param_groups[0]["lr"]  # the rate this step uses (the schedule steps after it)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
             if ema is not None:
                 ema.step(unet.parameters())
             step += 1
-            terms.update(lr=schedule.get_last_lr()[0], step_seconds=time.perf_counter() - began)
+            terms["step_seconds"] = time.perf_counter() - began
             history.append(terms["total"])
             telemetry.step(step, terms)
             if step % config["validation"]["every"] == 0 or step == tcfg["max_steps"]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from fiffdepth_core.backbone import StandaloneBackbone
-from fiffdepth_core.losses import LossWeights, depth_loss, total_loss, trajectory_targets
+from fiffdepth_core.losses import LossWeights, depth_loss, masked_mse, total_loss, trajectory_targets
 
 
 class FiffDepthObjective(torch.nn.Module):
@@ -44,10 +44,11 @@ class FiffDepthObjective(torch.nn.Module):
         # t = 0 on synthetic images: d0 = UNet(x0, 0) against the GT depth latent.
         d0 = backbone.denoise(batch["x0"], 0)  # [B,C,h,w]
         synthetic = depth_loss(d0, batch["d0_target"], batch["mask0"], w)
-        # Trajectory keeping: v-prediction on the noised blend of image and depth latents.
+        # Trajectory keeping: v-prediction on the noised blend of image and depth latents, over the valid cells
+        # of the t = 0 mask (the blend carries d0*, which is meaningless where the GT is invalid).
         b_t, v_t = trajectory_targets(batch["x0"], batch["d0_target"], batch["timesteps"], batch["noise"],
                                       self.alphas_cumprod, w.gamma)
-        keep = torch.nn.functional.mse_loss(backbone.denoise(b_t, batch["timesteps"]), v_t)
+        keep = masked_mse(backbone.denoise(b_t, batch["timesteps"]), v_t, batch["mask0"])
         # t = -1 filter on real photos: d-1 = UNet(UNet(x0, 0), -1) against the teacher's target latent.
         d0_real = backbone.denoise(batch["x0_real"], 0)  # [B,C,h,w]
         if self.detach_filter_input:
