@@ -59,6 +59,30 @@ def test_pack_registers_its_nodes_and_folders(host):
     assert any(p.endswith("geometry_estimation") for p in folder_paths.get_folder_paths("geometry_estimation"))
 
 
+@pytest.mark.parametrize("geometry", ["sd2", "tiny"])
+def test_unet_config_translation_matches_comfyui_detection(host, geometry):
+    """The loader's config (the shared core translation + ComfyUI's extras) equals what ComfyUI itself detects
+    from the same diffusers weights (shapes only: the UNet is built on the meta device)."""
+    import comfy.model_detection
+    from diffusers import UNet2DConditionModel
+
+    from fiffdepth_core.architectures import geometry_configs
+
+    unet_config = geometry_configs(geometry)[0]
+    with torch.device("meta"):
+        state_dict = UNet2DConditionModel(**unet_config).state_dict()
+    detected = comfy.model_detection.unet_config_from_diffusers_unet(state_dict)
+    ours = pack_module("host_models").comfy_unet_config(unet_config)
+    if detected is None:  # ComfyUI only knows a fixed list of geometries (the tiny one is not among them)
+        assert geometry == "tiny"
+        return
+    detected.pop("dtype", None)
+    common = set(detected) & set(ours)
+    assert {k: ours[k] for k in common} == {k: detected[k] for k in common}
+    assert common >= {"model_channels", "channel_mult", "num_res_blocks", "transformer_depth",
+                      "transformer_depth_output", "context_dim", "num_head_channels", "use_linear_in_transformer"}
+
+
 FP32_TOL = 1e-5  # the issue's bar; measured 0 in-process since weights and context are copied into aligned storage
 
 
