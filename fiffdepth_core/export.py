@@ -15,6 +15,7 @@ import torch
 from .backbone import unwrap_module
 from .files import write_atomic
 from .text_embed import EMBED_FILE, EMBED_KEY, write_embedding
+from .text_encoder import write_text_encoder
 
 
 def pipeline_index(with_text_encoder: bool) -> dict:
@@ -48,7 +49,8 @@ def export_diffusers(folder: str | Path, unet, vae, embed: torch.Tensor, text_en
                      tokenizer_dir: str | Path | None = None, dtype: torch.dtype | None = None,
                      overwrite: bool = False) -> Path:
     """The official pipeline layout: ``model_index.json``, ``unet/``, ``vae/``, the cached embedding, and (when
-    given) copies of ``text_encoder/`` and ``tokenizer/``."""
+    given) ``text_encoder/`` (weights rewritten with the ``text_model.`` prefix that transformers 4 and 5 both
+    read) and a copy of ``tokenizer/``."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -60,9 +62,10 @@ def export_diffusers(folder: str | Path, unet, vae, embed: torch.Tensor, text_en
         weights = _state_dict(model, dtype)
         write_atomic(folder / part / "diffusion_pytorch_model.safetensors",
                       lambda tmp, w=weights: save_file(w, str(tmp)), overwrite)
-    for name, source in (("text_encoder", text_encoder_dir), ("tokenizer", tokenizer_dir)):
-        if source is not None:
-            shutil.copytree(source, folder / name, dirs_exist_ok=overwrite)
+    if text_encoder_dir is not None:  # rewritten in the layout every supported transformers version reads
+        write_text_encoder(text_encoder_dir, folder / "text_encoder", overwrite)
+    if tokenizer_dir is not None:
+        shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=overwrite)
     with_text = text_encoder_dir is not None and tokenizer_dir is not None
     (folder / "model_index.json").write_text(json.dumps(pipeline_index(with_text), indent=2))
     write_embedding(folder / EMBED_FILE, embed, overwrite=overwrite)

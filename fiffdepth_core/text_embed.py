@@ -19,12 +19,18 @@ EMBED_KEY = "empty_text_embed"
 
 
 def compute_empty_embedding(text_encoder_dir: str | Path, tokenizer_dir: str | Path) -> torch.Tensor:
-    """Run the text encoder on the unpadded empty prompt (BOS, EOS) in fp32 on the CPU -> ``[1, 2, D]``."""
-    from transformers import CLIPTextModel, CLIPTokenizer
+    """Run the text encoder on the unpadded empty prompt (BOS, EOS) in fp32 on the CPU -> ``[1, 2, D]``.
+
+    The encoder's weights are checked key by key (:func:`~fiffdepth_core.text_encoder.load_text_encoder`), so a
+    file written by another transformers version is remapped, never silently left random.
+    """
+    from transformers import CLIPTokenizer
+
+    from .text_encoder import load_text_encoder
 
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
     ids = tokenizer("", padding="do_not_pad", truncation=True, return_tensors="pt").input_ids  # [1,2]
-    encoder = CLIPTextModel.from_pretrained(str(text_encoder_dir), torch_dtype=torch.float32).eval()
+    encoder = load_text_encoder(text_encoder_dir, torch.float32)
     with torch.inference_mode():
         embed = encoder(ids).last_hidden_state  # [1,2,D]
     return embed.float().contiguous()
