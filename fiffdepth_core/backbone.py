@@ -80,6 +80,15 @@ class StandaloneBackbone:
     def vae_dtype(self) -> torch.dtype:
         return self.vae.dtype
 
+    def to(self, device: str | torch.device) -> "StandaloneBackbone":
+        """Move the models and the embedding to ``device`` in place (hosts that park idle models on the CPU)."""
+        device = torch.device(device)
+        self.unet.to(device)
+        self.vae.to(device)
+        self.empty_embed = self.empty_embed.to(device)
+        self.device = unwrap_module(self.unet).device
+        return self
+
     def upcast(self) -> "StandaloneBackbone":
         """An fp32 copy of this backbone (the recovery from an fp16 overflow); the VAE is kept unless it is fp16."""
         import copy

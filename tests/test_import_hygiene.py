@@ -34,3 +34,23 @@ def test_importing_every_core_module_loads_no_host_module():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=CORE.parent, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_webui_layout_and_imports():
+    """The WebUI adapters: one entry file in scripts/ (no scripts/__init__.py: sd-webui-controlnet relies on
+    `scripts` being a namespace shared by all extensions), a uniquely named package that never reaches the
+    ComfyUI side (`nodes`, which Forge would resolve to whatever `nodes` comes first on its sys.path)."""
+    root = CORE.parent
+    assert not (root / "scripts" / "__init__.py").exists()
+    assert [p.name for p in (root / "scripts").glob("*.py")] == ["fiffdepth_webui.py"]
+    assert not (root / "webui").exists() and not (root / "webui.py").exists()
+    offenders = []
+    for path in (root / "fiffdepth_webui").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("nodes", "comfy", "train")]
+    assert offenders == []

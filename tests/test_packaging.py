@@ -50,3 +50,24 @@ def test_install_is_idempotent_and_can_only_report(monkeypatch, tmp_path, capsys
 def test_too_old_versions_count_as_missing(monkeypatch, tmp_path):
     install = load_install()
     assert install.satisfied("numpy", "numpy>=1.0") and not install.satisfied("numpy", "numpy>=999.0")
+
+
+def test_install_adds_pinned_diffusers_only_inside_a_webui_without_it(monkeypatch, tmp_path):
+    install = load_install()
+    calls = []
+    monkeypatch.setattr(install.subprocess, "call", lambda argv: calls.append(argv) or 0)
+    present = install.satisfied
+    monkeypatch.setattr(install, "satisfied", lambda name, line: name != "diffusers" and present(name, line))
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert install.main() == 0 and calls == []  # not a WebUI (e.g. ComfyUI): diffusers is not the pack's business
+    (tmp_path / "modules").mkdir()
+    (tmp_path / "modules" / "paths_internal.py").write_text("")
+    (tmp_path / "webui.py").write_text("")
+    assert install.main() == 0
+    assert calls == [[install.sys.executable, "-m", "pip", "install", "diffusers==0.31.0",
+                      "huggingface_hub>=0.23.2,<1.0"]]
+    assert not any("torch" in arg for arg in calls[0])
+    monkeypatch.setattr(install, "satisfied", present)  # diffusers there (Forge, or A1111 after the first run)
+    calls.clear()
+    assert install.main() == 0 and calls == []

@@ -1,0 +1,102 @@
+"""The preprocessors' shared engine: pick the checkpoint, keep the model cached, run the pass, return the hint.
+
+Host specifics come in through a :class:`HostPolicy` (how to build the backbone, which device, how memory is made
+room for and given back, how a cancel is seen), so this module imports no WebUI code and is tested offline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.runtime import plan_config
+
+from .checkpoints import resolve
+from .images import check_resolution, hint_image, image_tensor
+
+log = logging.getLogger("fiffdepth")
+
+PREPROCESSORS = {"depth_fiffdepth": "detailed", "depth_fiffdepth_filtered": "filtered"}
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+TILE_SIZE = 1024
+
+
+class HostPolicy(Protocol):
+    def roots(self) -> list[Path]: ...
+
+    def selection(self) -> tuple[str | None, str, str | None]: ...  # (settings choice, precision, flag path)
+
+    def build(self, path: Path, precision: str): ...  # -> a fiffdepth_core Backbone
+
+    def prepare(self, backbone) -> None: ...  # make room (offload the SD model), move the backbone to its device
+
+    def free_bytes(self, backbone) -> int | None: ...
+
+    def interrupt(self) -> None: ...  # raise to cancel
+
+    def release(self, backbone) -> None: ...  # give memory back
+
+
+@dataclass
+class Loaded:
+    key: tuple
+    backbone: object
+
+
+class Estimator:
+    """One per WebUI process; both preprocessors share it (and its cached model)."""
+
+    def __init__(self, policy: HostPolicy):
+        self.policy = policy
+        self.loaded: Loaded | None = None
+
+    def backbone(self):
+        choice, precision, flag = self.policy.selection()
+        if precision not in PRECISIONS:
+            raise ValueError(f"FiffDepth precision must be one of {PRECISIONS}, got {precision!r}")
+        path = resolve(self.policy.roots(), choice, flag).resolve()
+        key = (str(path), precision, path.stat().st_mtime_ns)
+        if self.loaded is None or self.loaded.key != key:
+            self.unload()
+            start = time.perf_counter()
+            self.loaded = Loaded(key, self.policy.build(path, precision))
+            log.info("FiffDepth: loaded %s (%s) in %.1f s", path, precision, time.perf_counter() - start)
+        return self.loaded.backbone
+
+    def unload(self) -> bool:
+        if self.loaded is None:
+            return False
+        self.policy.release(self.loaded.backbone)
+        self.loaded = None
+        return True
+
+    def offload(self) -> bool:
+        """Give the model's memory back but keep it cached (A1111's ``unload_model``)."""
+        if self.loaded is None:
+            return False
+        self.policy.release(self.loaded.backbone)
+        return True
+
+    def depth(self, image, resolution, name: str) -> torch.Tensor:
+        """Raw depth ``[1,H,W]`` (0 = near) of ``image`` for preprocessor ``name``."""
+        resolution = check_resolution(resolution)
+        images = image_tensor(image)  # [1,C,H,W]
+        backbone = self.backbone()
+        self.policy.prepare(backbone)
+        config = PredictConfig(processing_resolution=resolution, depth_pass=PREPROCESSORS[name])
+        vae_dtype = getattr(backbone, "vae_dtype", backbone.dtype)
+        config = plan_config(config, images.shape, self.policy.free_bytes(backbone), backbone.dtype, vae_dtype,
+                             "auto", TILE_SIZE)
+        upcast = getattr(backbone, "upcast", None) if backbone.dtype != torch.float32 else None
+        return predict_depth(backbone, images, config, interrupt=self.policy.interrupt, fallback=upcast).cpu()
+
+    def hint(self, image, resolution, name: str) -> np.ndarray:
+        """The ControlNet hint: ``H x W x 3`` uint8 at the input size, near = white."""
+        return hint_image(self.depth(image, resolution, name))
