@@ -6,6 +6,7 @@ room for and given back, how a cancel is seen), so this module imports no WebUI 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint
 from fiffdepth_core.predictor import PredictConfig, predict_depth
 from fiffdepth_core.runtime import plan_config
 
@@ -62,7 +64,7 @@ class Estimator:
         if precision not in PRECISIONS:
             raise ValueError(f"FiffDepth precision must be one of {PRECISIONS}, got {precision!r}")
         path = resolve(self.policy.roots(), choice, flag).resolve()
-        key = (str(path), precision, path.stat().st_mtime_ns)
+        key = (str(path), precision, json.dumps(fingerprint(inspect_checkpoint(path))))  # re-exports reload
         if self.loaded is None or self.loaded.key != key:
             self.unload()
             start = time.perf_counter()

@@ -6,6 +6,7 @@ log line and nothing registered.
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from fiffdepth_core.checkpoint import CheckpointError
@@ -25,20 +26,28 @@ USER_ERRORS = (NoCheckpointError, CheckpointError, ValueError, TypeError, Interr
 
 
 def user_error_class():
-    """An exception the WebUI shows as it is: a ``gradio.Error`` (a message box in the UI) that also carries
-    ``status_code`` and ``detail``, which the WebUI API copies into its JSON response."""
-    try:
-        from gradio import Error as base
-    except ImportError:
-        base = RuntimeError
+    """The exception a preprocessor raises for a user's mistake: a ``gradio.Error`` (the UI shows its message in a
+    box) that is also a FastAPI ``HTTPException`` (the API answers 422 with the message as ``detail``, and the
+    WebUI logs no traceback for it)."""
+    bases = []
+    for module, name in (("gradio", "Error"), ("fastapi", "HTTPException")):
+        try:
+            bases.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
 
-    class FiffDepthError(base):
+    class FiffDepthError(*(bases or [RuntimeError])):
         def __init__(self, message: str):
-            base.__init__(self, message)
-            self.message, self.detail, self.status_code = message, message, 422
+            Exception.__init__(self, message)
+            self.message = self.detail = message
+            self.status_code, self.headers = 422, None
+            self.duration, self.visible = None, True  # gradio: keep the box open until the user closes it
 
         def __str__(self) -> str:
             return self.message
+
+        def __repr__(self) -> str:
+            return f"FiffDepthError({self.message!r})"
 
     return FiffDepthError
 
@@ -123,6 +132,7 @@ def add_settings(policy) -> None:
             "auto", "Precision (auto: the WebUI's choice; --no-half forces fp32)", gr.Radio,
             {"choices": list(PRECISIONS)}, section=section))
 
+    on_settings()  # now as well, so the options exist (and the API can set them) without the UI (--nowebui)
     script_callbacks.on_ui_settings(on_settings)
 
 

@@ -17,6 +17,7 @@ from webui_standins import Recorder, install
 from fiffdepth_core.checkpoint import load_standalone
 from fiffdepth_core.postprocess import controlnet_depth
 from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.text_embed import EMBED_FILE
 from fiffdepth_webui import register as reg
 from fiffdepth_webui.hosts import detect_host
 
@@ -183,6 +184,9 @@ def test_unset_resolution_means_the_default():
 
 def test_model_is_cached_until_checkpoint_or_precision_changes(a1111, monkeypatch, tmp_path, tiny_checkpoint):
     made, mods, _ = a1111
+    (tmp_path / "models" / "fiffdepth" / "tiny").unlink()  # a fresh copy: the first load caches the embedding in it
+    shutil.copytree(tiny_checkpoint, tmp_path / "models" / "fiffdepth" / "tiny")
+    (tmp_path / "models" / "fiffdepth" / "tiny" / EMBED_FILE).unlink(missing_ok=True)
     preprocessor = made["depth_fiffdepth"]
     estimator = preprocessor.model.estimator
     built = []

@@ -1,0 +1,134 @@
+"""The extension inside real WebUIs: Forge (its own backend) and AUTOMATIC1111 with sd-webui-controlnet.
+
+Skipped (with the reason) unless ``FORGE_PATH``/``FORGE_PYTHON`` or ``A1111_PATH``/``A1111_PYTHON`` point at a
+prepared WebUI (README, "Stable-Diffusion WebUI"). Each host is started once, headless on loopback, on the CPU, with
+the tiny checkpoint in ``models/fiffdepth``; the hints it returns through ``/controlnet/detect`` are compared with
+the standalone predictor pushed through ``controlnet_depth`` (at most 1/255 apart).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from helpers import seeded_images
+from webui_host import decode_png, http_json, png_b64, requires, startup_seconds, webui_server
+
+from fiffdepth_core.architectures import write_random_pipeline
+from fiffdepth_core.checkpoint import load_standalone
+from fiffdepth_core.postprocess import controlnet_depth
+from fiffdepth_core.predictor import PredictConfig, predict_depth
+
+pytestmark = pytest.mark.webui
+NAMES = {"depth_fiffdepth": "detailed", "depth_fiffdepth_filtered": "filtered"}
+log = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="module", params=[pytest.param("forge", marks=requires("forge")),
+                                        pytest.param("a1111", marks=requires("a1111"))])
+def host(request, tmp_path_factory):
+    name = request.param
+    data_dir = tmp_path_factory.mktemp(name)
+    checkpoint = write_random_pipeline(data_dir / "models" / "fiffdepth" / "tiny", geometry="tiny", seed=0)
+    with webui_server(name, data_dir) as (url, seconds, log_path):
+        log.info("%s answered after %.1f s (its own count: %s s)", name, seconds,
+                 startup_seconds(log_path.read_text()))
+        yield name, url, checkpoint, log_path
+
+
+def reference_hint(checkpoint, image: np.ndarray, resolution: int, depth_pass: str) -> np.ndarray:
+    images = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        depth = predict_depth(load_standalone(checkpoint), images,
+                              PredictConfig(processing_resolution=resolution, depth_pass=depth_pass))
+    return np.round(controlnet_depth(depth)[0].numpy() * 255.0).astype(np.uint8)  # [H,W]
+
+
+def detect(url: str, module: str, image: np.ndarray, resolution: int | None = None) -> tuple[int, dict]:
+    payload = {"controlnet_module": module, "controlnet_input_images": [png_b64(image)]}
+    if resolution is not None:
+        payload["controlnet_processor_res"] = resolution
+    return http_json(url + "/controlnet/detect", payload)
+
+
+def test_module_list_has_both_preprocessors(host):
+    _, url, _, log_path = host
+    status, body = http_json(url + "/controlnet/module_list")
+    assert status == 200 and set(NAMES) <= set(body["module_list"])
+    text = log_path.read_text()
+    assert "Error loading script: fiffdepth_webui.py" not in text and "fiffdepth_webui/" not in text
+
+
+@pytest.mark.parametrize("module", list(NAMES))
+def test_detect_equals_standalone(host, module):
+    _, url, checkpoint, _ = host
+    image = np.round(seeded_images(1, 96, 136, seed=2)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    status, body = detect(url, module, image, 128)  # thresholds omitted: the API fills them with 64
+    assert status == 200, body
+    hint = decode_png(body["images"][0])
+    assert hint.shape[:2] == (96, 136) and hint.dtype == np.uint8
+    grey = hint if hint.ndim == 2 else hint[..., 0]
+    if hint.ndim == 3:
+        assert np.array_equal(hint[..., 0], hint[..., 1]) and np.array_equal(hint[..., 0], hint[..., 2])
+    reference = reference_hint(checkpoint, image, 128, NAMES[module])
+    diff = np.abs(grey.astype(int) - reference.astype(int)).max()
+    log.info("%s %s: max hint difference %d/255", host[0], module, diff)
+    assert diff <= 1
+    assert reference.std() > 10
+
+
+def test_bad_resolution_and_small_image_reach_the_api_response(host):
+    _, url, _, _ = host
+    image = np.zeros((96, 96, 3), np.uint8)
+    status, body = detect(url, "depth_fiffdepth", image, 5000)
+    assert status == 422 and "`resolution` must be between 64 and 4096 px" in body.get("detail", ""), body
+    status, body = detect(url, "depth_fiffdepth", np.zeros((40, 40, 3), np.uint8), 128)
+    assert status == 422 and "at least 64 x 64 pixels, got 40 x 40" in body.get("detail", ""), body
+
+
+def test_missing_checkpoint_message_reaches_the_api_response(host):
+    _, url, _, _ = host
+    status, _ = http_json(url + "/sdapi/v1/options", {"fiffdepth_checkpoint": "not-installed"})
+    assert status == 200
+    try:
+        status, body = detect(url, "depth_fiffdepth", np.zeros((96, 96, 3), np.uint8), 128)
+        assert status == 422 and "'not-installed', is not installed; found: tiny" in body.get("detail", ""), body
+    finally:
+        http_json(url + "/sdapi/v1/options", {"fiffdepth_checkpoint": "(first found)"})
+
+
+def test_forge_loads_the_model_once_for_both_preprocessors(host):
+    name, _, _, log_path = host
+    if name != "forge":
+        pytest.skip("Forge prints one 'K-Model Created' line per UnetPatcher; A1111 has no such trace")
+    assert log_path.read_text().count("K-Model Created") == 1
+
+
+@requires("forge")
+@pytest.mark.parametrize("flags, dtypes", [
+    ([], ("torch.float32", "torch.float32", "torch.float32")),
+    (["--unet-in-bf16", "--vae-in-bf16"], ("torch.bfloat16", "torch.float32", "torch.bfloat16")),
+])
+def test_forge_backend_raw_depth_and_dtype_flags(tmp_path, flags, dtypes):
+    """In a Forge process (no server): the backbone on Forge's backend against the standalone predictor, raw
+    depth at fp32 within 1e-5; Forge's dtype flags choose its storage/computation/VAE dtypes."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    from webui_host import host_paths
+
+    path, python = host_paths("forge")
+    checkpoint = write_random_pipeline(tmp_path / "tiny", geometry="tiny", seed=0)
+    script = Path(__file__).with_name("forge_raw_depth.py")
+    result = subprocess.run([python, str(script), str(checkpoint), "--always-cpu", *flags], cwd=path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (out["storage_dtype"], out["computation_dtype"], out["vae_dtype"]) == dtypes
+    if not flags:
+        log.info("Forge raw depth vs standalone: %s", out)
+        assert out["detailed"] <= 1e-5 and out["filtered"] <= 1e-5
+        assert out["detailed_std"] > 0.01
