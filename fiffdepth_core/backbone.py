@@ -5,9 +5,12 @@ A backbone turns pixels into *scaled* latents and back, and runs the UNet once a
 | verb | in | out |
 | --- | --- | --- |
 | ``encode(rgb)`` | ``[B,3,H,W]`` in [-1,1], H and W multiples of 8 | ``[B,4,h,w]`` = posterior mean x scale |
-| ``denoise(latent, t)`` | scaled latent, int timestep (0, -1, or a ``[B]`` tensor) | raw UNet output, a scaled latent |
+| ``denoise(latent, t)`` | scaled latent, int timestep (0, -1, or a ``[B]`` tensor) | raw UNet output ``[B,4,h,w]`` |
 | ``decode(latent)`` | scaled latent | unclamped VAE decode of latent / scale, ``[B,3,H,W]`` |
 
+A backbone carries the :class:`~fiffdepth_core.families.Family` it runs (``backbone.family``); ``denoise`` builds the
+UNet call with :meth:`~fiffdepth_core.families.Family.unet_inputs` (E2E-FT's zero latent concatenated, Lotus' class
+label), so for FiffDepth the raw output is the depth latent itself and for the others the predictor converts it.
 Outputs are float32 on the backbone's device. No verb switches autograd off: training calls ``denoise`` with
 gradients, inference wraps the calls in ``torch.inference_mode``. The ComfyUI backbone lives in ``nodes/``.
 """
@@ -18,12 +21,15 @@ from typing import Protocol
 
 import torch
 
+from .families import FIFFDEPTH, Family
+
 
 class Backbone(Protocol):
     """What the predictor, the trainer and the evaluator need from a model stack."""
 
     device: torch.device
     dtype: torch.dtype
+    family: Family
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor: ...
 
@@ -62,7 +68,7 @@ class StandaloneBackbone:
     """
 
     def __init__(self, unet: torch.nn.Module, vae: torch.nn.Module, empty_embed: torch.Tensor,
-                 latent_scale: float | None = None, channels_last: bool = False):
+                 latent_scale: float | None = None, channels_last: bool = False, family: Family = FIFFDEPTH):
         core = unwrap_module(unet)  # `unet` may be wrapped (DDP, torch.compile); forward goes through the wrapper
         cross_dim = core.config.cross_attention_dim
         if empty_embed.ndim != 3 or empty_embed.shape[0] != 1 or empty_embed.shape[2] != cross_dim:
@@ -75,6 +81,7 @@ class StandaloneBackbone:
         self.dtype = core.dtype
         self.empty_embed = empty_embed.to(self.device, self.dtype, copy=True)  # [1,T,D], fresh aligned storage
         self.channels_last = channels_last
+        self.family = family
 
     @property
     def vae_dtype(self) -> torch.dtype:
@@ -95,7 +102,8 @@ class StandaloneBackbone:
 
         unet = copy.deepcopy(unwrap_module(self.unet)).float()
         vae = copy.deepcopy(self.vae).float() if self.vae_dtype == torch.float16 else self.vae
-        return StandaloneBackbone(unet, vae, self.empty_embed.float(), self.latent_scale, self.channels_last)
+        return StandaloneBackbone(unet, vae, self.empty_embed.float(), self.latent_scale, self.channels_last,
+                                  self.family)
 
     def compile(self, mode: str | None = None) -> "StandaloneBackbone":
         """``torch.compile`` the UNet and the VAE encoder/decoder in place (opt-in).
@@ -116,7 +124,9 @@ class StandaloneBackbone:
         batch = latent.shape[0]
         t = timestep_batch(timestep, batch, self.device)  # [B]
         context = self.empty_embed.expand(batch, -1, -1)  # [B,T,D]
-        out = self.unet(self._layout(latent.to(self.device, self.dtype)), t, encoder_hidden_states=context).sample
+        x, labels = self.family.unet_inputs(latent.to(self.device, self.dtype))  # [B,4|8,h,w], [B,n] or None
+        extra = {} if labels is None else {"class_labels": labels}
+        out = self.unet(self._layout(x), t, encoder_hidden_states=context, **extra).sample
         return out.float()  # [B,4,h,w]
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:

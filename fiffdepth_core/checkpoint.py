@@ -11,6 +11,12 @@ Layouts:
 * ``bundle``: one ``.safetensors`` file holding ``unet.*``, ``vae.*`` and ``empty_text_embed`` (configs in its
   metadata), as written by :func:`fiffdepth_core.export.export_bundle`.
 
+The same diffusers layout holds the other one-step families (:mod:`fiffdepth_core.families`): Lotus-D and
+Marigold-E2E-FT pipeline folders as published, and GenPercept's folder, whose UNets sit in ``unet_<task>_<version>/``
+folders beside ``vae/`` (the folder itself, or one ``unet_*`` folder inside it, is the checkpoint). The family is
+detected from the UNet config, ``scheduler/scheduler_config.json``, ``model_index.json`` and the folder names, or
+given explicitly.
+
 All weights use diffusers key names.
 """
 
@@ -18,12 +24,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .architectures import SD2_UNET_CONFIG, SD2_VAE_CONFIG
+from .families import FIFFDEPTH, Family, FamilyError, detect_family
 from .text_embed import (EMBED_FILE, EMBED_KEY, cache_embedding, checked_embedding, compute_empty_embedding,
                          read_embedding)
 
@@ -56,6 +63,9 @@ class CheckpointInfo:
     embed_file: Path | None = None  # an existing cached embedding (None in a bundle: it is inside)
     text_encoder_dir: Path | None = None
     tokenizer_dir: Path | None = None
+    family: Family = FIFFDEPTH  # how the UNet pass runs and is read (detected, or as asked)
+    scheduler_config: dict | None = None
+    model_index: dict | None = None
 
     @property
     def latent_scale(self) -> float:
@@ -82,55 +92,74 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"cannot read {path}: {err}") from err
 
 
-def check_unet_config(config: dict, where: Path) -> None:
-    """Refuse UNets that are not FiffDepth's 4-in/4-out, unconditioned-by-class SD UNet."""
-    in_ch = config.get("in_channels", 4)
-    if in_ch == 8:
-        raise CheckpointError(
-            f"{where} is not a FiffDepth checkpoint: its UNet takes 8 input channels (a Marigold-style UNet that "
-            "concatenates the RGB latent with a noisy depth latent); FiffDepth's UNet takes the 4-channel RGB "
-            "latent only")
-    if in_ch != 4 or config.get("out_channels", 4) != 4:
-        raise CheckpointError(f"{where} is not a FiffDepth checkpoint: its UNet maps {in_ch} -> "
-                              f"{config.get('out_channels')} channels, FiffDepth needs 4 -> 4")
-    for key in ("class_embed_type", "addition_embed_type", "num_class_embeds"):
-        if config.get(key) is not None:
-            raise CheckpointError(f"{where} is not a FiffDepth checkpoint: its UNet has `{key}` = {config[key]!r} "
-                                  "(a class/task embedding, as in Lotus or SDXL); FiffDepth's UNet has none")
-
-
-def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Identify the layout of ``path`` and validate it; raises :class:`CheckpointError` listing what is wrong."""
+def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo:
+    """Identify the layout and family of ``path`` and validate it; raises :class:`CheckpointError` listing what is
+    wrong. ``family`` is ``"auto"`` (detect) or a name from :data:`fiffdepth_core.families.FAMILIES`."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}\n{LAYOUT_HELP}")
     if path.is_file():
         info = _inspect_bundle(path)
-    elif (path / "model_index.json").is_file() or (path / "unet").is_dir():
+    elif (path / "model_index.json").is_file() or (path / "unet").is_dir() or _unet_subfolders(path) \
+            or _is_unet_subfolder(path):
         info = _inspect_diffusers(path)
     elif (path / "unet.safetensors").is_file():
         info = _inspect_single_files(path)
     else:
         raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder; found: {_listing(path)}\n{LAYOUT_HELP}")
-    check_unet_config(info.unet_config, path)
+    unet_file = info.weights.get("unet")
+    names = [info.path.stem, unet_file.parent.name if unet_file is not None and info.layout == "diffusers" else ""]
+    try:
+        detected = detect_family(info.unet_config, info.scheduler_config, info.model_index, names, path, family)
+    except FamilyError as err:
+        raise CheckpointError(str(err)) from None
+    if detected.name != FIFFDEPTH.name or family != "auto":
+        log.info("%s: %s checkpoint (%s)", path, detected.title, "as asked" if family != "auto" else "detected")
+    if detected.disparity:
+        log.info("%s predicts disparity (1 = near); the depth output is 1 - disparity (0 = near)", detected.title)
     latent = info.vae_config.get("latent_channels", 4)
-    if latent != info.unet_config.get("in_channels", 4):
+    if latent * (detected.in_channels // 4) != info.unet_config.get("in_channels", 4):
         raise CheckpointError(f"{path}: the VAE has {latent} latent channels but the UNet takes "
                               f"{info.unet_config.get('in_channels')}")
-    return info
+    return replace(info, family=detected)
+
+
+def _unet_subfolders(path: Path) -> list[Path]:
+    """GenPercept-style ``unet_<task>_<version>/`` folders (config.json inside) of ``path``."""
+    return sorted(p for p in path.glob("unet_*") if (p / "config.json").is_file())
+
+
+def _is_unet_subfolder(path: Path) -> bool:
+    return path.name.startswith("unet_") and (path / "config.json").is_file() and (path.parent / "vae").is_dir()
+
+
+def _unet_folder(path: Path) -> tuple[Path, Path]:
+    """(checkpoint root, UNet folder): ``unet/``, or GenPercept's depth ``unet_*`` folder, or ``path`` itself."""
+    if _is_unet_subfolder(path):
+        return path.parent, path
+    candidates = _unet_subfolders(path)
+    if (path / "unet").is_dir() or not candidates:
+        return path, path / "unet"
+    depth = [p for p in candidates if "depth" in p.name.split("_")]
+    if len(candidates) == 1 or depth:
+        return path, (depth or candidates)[-1]  # the highest version of the depth UNet
+    raise CheckpointError(f"{path} holds several UNets ({', '.join(p.name for p in candidates)}) and none is a "
+                          f"depth one; give the one to run as the checkpoint, e.g. {candidates[0]}")
 
 
 def _inspect_diffusers(path: Path) -> CheckpointInfo:
+    path, unet_dir = _unet_folder(path)
     problems, configs, weights = [], {}, {}
     for part in ("unet", "vae"):
-        folder = path / part
+        folder = unet_dir if part == "unet" else path / part
         if not (folder / "config.json").is_file():
-            problems.append(f"missing {part}/config.json")
+            problems.append(f"missing {folder.relative_to(path)}/config.json")
         else:
             configs[part] = _read_json(folder / "config.json")
         found = _find_weights(folder, "diffusion_pytorch_model") if folder.is_dir() else None
         if found is None:
-            problems.append(f"missing {part}/diffusion_pytorch_model.safetensors (or .bin / sharded / .fp16)")
+            problems.append(f"missing {folder.relative_to(path)}/diffusion_pytorch_model.safetensors (or .bin / "
+                            "sharded / .fp16)")
         weights[part] = found
     embed = path / EMBED_FILE
     text_dir, tok_dir = path / "text_encoder", path / "tokenizer"
@@ -139,13 +168,19 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
     has_tok = (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file()
     if not embed.is_file() and not (has_text and has_tok):
         problems.append(f"missing the empty-prompt embedding: neither {EMBED_FILE} nor a complete text_encoder/ "
-                        "(config.json + model.safetensors) and tokenizer/ (vocab.json + merges.txt)")
+                        "(config.json + model.safetensors) and tokenizer/ (vocab.json + merges.txt)" +
+                        (" (GenPercept publishes none: copy text_encoder/ and tokenizer/ from "
+                         "stabilityai/stable-diffusion-2-1 into this folder)" if unet_dir.name != "unet" else ""))
     if problems:
         raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
                               f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
+    optional = {name: _read_json(path / name) if (path / name).is_file() else None
+                for name in ("scheduler/scheduler_config.json", "model_index.json")}
     return CheckpointInfo(path, "diffusers", configs["unet"], configs["vae"], weights,
                           embed if embed.is_file() else None,
-                          text_dir if has_text else None, tok_dir if has_tok else None)
+                          text_dir if has_text else None, tok_dir if has_tok else None,
+                          scheduler_config=optional["scheduler/scheduler_config.json"],
+                          model_index=optional["model_index.json"])
 
 
 def _header(path: Path, shape_of: str | None = None) -> tuple[list[str], dict, list | None]:
@@ -277,8 +312,10 @@ def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: s
 
 
 def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                    vae_dtype: torch.dtype | None = None, channels_last: bool = False):
+                    vae_dtype: torch.dtype | None = None, channels_last: bool = False, family: str = "auto"):
     """Load a checkpoint as a :class:`~fiffdepth_core.backbone.StandaloneBackbone` (needs diffusers).
+
+    ``family`` is ``"auto"`` (detected from the checkpoint) or a family name (``fiffdepth``, ``lotus-d``, ...).
 
     ``channels_last`` stores the models and feeds them NHWC tensors (faster convolutions on GPUs and on the CPU;
     results differ from the default layout at fp32 rounding level).
@@ -289,7 +326,7 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
         raise ImportError("the standalone backbone needs diffusers: pip install 'fiffdepth[standalone]'") from err
     from .backbone import StandaloneBackbone
 
-    info = inspect_checkpoint(path)
+    info = inspect_checkpoint(path, family)
     embed = empty_embedding(info)
     if embed.shape[-1] != info.unet_config.get("cross_attention_dim"):
         raise CheckpointError(f"{info.path}: the empty-prompt embedding has width {embed.shape[-1]} but the UNet's "
@@ -301,7 +338,8 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
     if channels_last:
         unet.to(memory_format=torch.channels_last)
         vae.to(memory_format=torch.channels_last)
-    return StandaloneBackbone(unet, vae, embed, latent_scale=info.latent_scale, channels_last=channels_last)
+    return StandaloneBackbone(unet, vae, embed, latent_scale=info.latent_scale, channels_last=channels_last,
+                              family=info.family)
 
 
 def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .families import FAMILY_CHOICES
 from .files import FORMATS, WRITERS, list_images, load_image, output_path, write_png8
 from .image import to_rgb
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth, whole_run_bounds
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image and video files and/or folders of them (not recursive)")
     p.add_argument("--checkpoint", required=True, help="FiffDepth checkpoint: diffusers folder, folder of "
                    "single files, or one .safetensors bundle")
+    p.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
+                   help="model family (default auto: detected from the checkpoint): fiffdepth, lotus-d, "
+                        "lotus-d-disparity, genpercept, genpercept-disparity or marigold-e2e-ft")
     p.add_argument("--processing-resolution", type=int, default=768,
                    help="long edge the model sees, in px (default 768; 0 = native size)")
     p.add_argument("--batch-size", type=int, default=1,
@@ -127,10 +131,11 @@ def run_predict(args) -> int:
 
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
     backbone = load_standalone(args.checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype,
-                               channels_last=channels_last)
+                               channels_last=channels_last, family=args.family)
     if args.compile:
         backbone.compile()
-    log.info("loaded %s on %s (UNet %s, VAE %s)", args.checkpoint, device, unet_dtype, vae_dtype)
+    log.info("loaded %s (%s) on %s (UNet %s, VAE %s)", args.checkpoint, backbone.family.title, device, unet_dtype,
+             vae_dtype)
 
     def upcast():  # after one fp16 overflow, the rest of the run stays in fp32
         nonlocal backbone

@@ -31,12 +31,15 @@ def processing_size(height: int, width: int, resolution: int) -> tuple[int, int]
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize to ``size`` = (H, W), antialiased when shrinking; a no-op at the same size."""
+def resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize to ``size`` = (H, W): bilinear, antialiased when shrinking, or ``"nearest-exact"``; a no-op at the
+    same size."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     dtype = images.dtype
     work = images if dtype in (torch.float32, torch.float64) else images.float()
+    if mode == "nearest-exact":
+        return F.interpolate(work, size=size, mode="nearest-exact").to(dtype)
     out = F.interpolate(work, size=size, mode="bilinear", align_corners=False, antialias=True)
     return out.to(dtype)
 

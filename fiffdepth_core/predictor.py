@@ -1,5 +1,9 @@
 """FiffDepth inference: one deterministic UNet pass at t = 0 on the RGB latent (METHOD.md, steps 1-6).
 
+The other one-step families (Lotus-D, GenPercept, Marigold-E2E-FT) run through the same steps; where they differ
+(timestep, output conversion, decode rule, min-max, disparity, resize back) the predictor asks the backbone's
+:class:`~fiffdepth_core.families.Family` record and nothing else.
+
 Shape letters: B images, H x W input size, PH x PW processing size, QH x QW padded size (multiples of
 ``pad_multiple``), h x w latent size (QH/8 x QW/8).
 
@@ -15,13 +19,14 @@ from dataclasses import dataclass
 import torch
 
 from .backbone import Backbone
+from .families import FIFFDEPTH
 from .image import pad_to_multiple, processing_size, resize, to_rgb, unpad
 from .tiling import TileConfig, tiled_decode, tiled_encode
 
 log = logging.getLogger(__name__)
 
 PASSES = ("detailed", "filtered")  # t = 0 (the paper's output), t = -1 (the learned low-pass filter)
-PASS_TIMESTEPS = {"detailed": (0,), "filtered": (0, -1)}
+PASS_TIMESTEPS = {"detailed": (0,), "filtered": (0, -1)}  # FiffDepth's; other families use their own timestep
 
 
 class NonFiniteOutputError(RuntimeError):
@@ -105,6 +110,10 @@ def predict_depth(backbone: Backbone, images: torch.Tensor, config: PredictConfi
         ``[B,H,W]`` float32 on the device of ``images``: the raw depth of the reference pipeline.
     """
     check_images(images)
+    family = getattr(backbone, "family", FIFFDEPTH)
+    if config.depth_pass == "filtered" and not family.filter_pass:
+        raise ValueError(f"`depth_pass` 'filtered' (the t = -1 filter pass) exists only for FiffDepth checkpoints; "
+                         f"this backbone runs {family.title}: use 'detailed'")
     with torch.inference_mode():
         try:
             return _predict(backbone, images, config, progress, interrupt)
@@ -117,7 +126,8 @@ def predict_depth(backbone: Backbone, images: torch.Tensor, config: PredictConfi
 
 def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, progress, interrupt) -> torch.Tensor:
     batch, _, height, width = images.shape
-    timesteps = PASS_TIMESTEPS[config.depth_pass]
+    family = getattr(backbone, "family", FIFFDEPTH)
+    timesteps = (family.timestep, *PASS_TIMESTEPS[config.depth_pass][1:])
     chunks = _chunks(batch, config.batch_size)
     total_steps = len(chunks) * (2 + len(timesteps))
     done = 0
@@ -146,11 +156,12 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
         latents.append(_encode(backbone, rgb, config.tiles))  # [b,4,h,w]
         step()
 
-    # 4. Model invocation: UNet at t = 0 (and t = -1 for the filtered pass). The output is the depth latent.
+    # 4. Model invocation: UNet at t = 0 (and t = -1 for the filtered pass). The output is the depth latent
+    #    (other families: at their timestep, the output converted to the depth latent by their record).
     for i in range(len(latents)):
         for t in timesteps:
             check()
-            latents[i] = backbone.denoise(latents[i], t)  # [b,4,h,w]
+            latents[i] = family.depth_latent(backbone.denoise(latents[i], t), latents[i], t)  # [b,4,h,w]
             step()
 
     # 5. Model invocation: VAE decoder (unclamped); channel mean, clip, map to [0,1].
@@ -159,9 +170,11 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
     finite = []
     for part, latent in zip(chunks, latents):
         check()
-        depth, ok = latent_to_depth(_decode(backbone, latent, config.tiles))  # [b,1,QH,QW]
+        depth, ok = family.depth_from_decoded(_decode(backbone, latent, config.tiles))  # [b,1,QH,QW]
         finite.append(ok)
-        depth = resize(unpad(depth, padding), (height, width)).clamp(0.0, 1.0)  # [b,1,H,W]
+        depth = family.stretch(unpad(depth, padding))  # [b,1,PH,PW]; E2E-FT: per-image min-max
+        depth = resize(depth, (height, width), family.resize_back).clamp(0.0, 1.0)  # [b,1,H,W]
+        depth = family.as_depth(depth)  # disparity checkpoints: 1 - x, so 0 = near
         out[part].copy_(depth[:, 0], non_blocking=True)  # [b,H,W]; the flag check below synchronises
         step()
     if not torch.stack(finite).all():  # one sync for the whole call
