@@ -32,6 +32,7 @@ from benchmarks import measure, models, modes, report  # noqa: E402
 from benchmarks.paths import DTYPE_NAMES, dtype_name, naive_depth, naive_path, predictor_path  # noqa: E402
 from fiffdepth_core.runtime import DTYPES, resolve_device, resolve_dtypes  # noqa: E402
 from fiffdepth_core.tiling import TileConfig  # noqa: E402
+from fiffdepth_testkit.images import seeded_images  # noqa: E402
 
 log = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -196,7 +197,7 @@ def main(argv=None) -> dict:
         return flops_cache[size]
 
     def make_images(batch: int, size: int) -> torch.Tensor:
-        images = models.seeded_images(batch, size, size, seed=args.seed)
+        images = seeded_images(batch, size, size, seed=args.seed)
         return images.to(args.device) if args.inputs == "device" else images
 
     command = "python benchmarks/bench_inference.py " + " ".join(sys.argv[1:] if argv is None else argv)

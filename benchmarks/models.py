@@ -9,17 +9,15 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from fiffdepth_core.architectures import build_unet, build_vae, geometry_configs
 from fiffdepth_core.backbone import StandaloneBackbone
+from fiffdepth_testkit.comfyui import load_pack_into_comfyui, pack_module
 
 log = logging.getLogger(__name__)
-PACK_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -84,14 +82,6 @@ def standalone_backbone(weights: Weights, device: torch.device, unet_dtype: torc
     return StandaloneBackbone(unet, vae, weights.embed, latent_scale=weights.latent_scale)
 
 
-def seeded_images(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    """Smooth random RGB ``[B,3,H,W]`` in [0,1] (low-frequency structure plus a little noise, like photos)."""
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((batch, 3, max(2, height // 16), max(2, width // 16)), generator=gen)
-    smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return (smooth * 0.9 + torch.rand((batch, 3, height, width), generator=gen) * 0.1).clamp(0, 1)
-
-
 # --- the ComfyUI host path ----------------------------------------------------------------------------------
 
 def comfyui_path() -> str | None:
@@ -99,27 +89,10 @@ def comfyui_path() -> str | None:
 
 
 def import_comfy(device: torch.device):
-    """Import ComfyUI from ``COMFYUI_PATH`` (its root first on sys.path, as tests/comfy_host.py does) and load
-    the pack the way ComfyUI does; returns the pack's ``host_models`` and ``host_backbone`` modules."""
-    import asyncio
-
-    root = str(Path(comfyui_path()).resolve())
-    if root in sys.path:
-        sys.path.remove(root)
-    sys.path.insert(0, root)  # ComfyUI's `nodes` module must win over this pack's `nodes/` folder
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = device.type == "cpu"
-    comfy.cli_args.args.disable_api_nodes = True
-    comfy.cli_args.args.use_pytorch_cross_attention = True  # SDPA, like diffusers' default processor
-    import nodes
-
-    if Path(nodes.__file__).resolve().parent != Path(root):
-        raise RuntimeError(f"`nodes` resolved to {nodes.__file__}, not ComfyUI's; put ComfyUI's root first")
-    if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT), module_parent="custom_nodes")):
-        raise RuntimeError("ComfyUI could not import the pack (see the log above)")
-    prefix = f"{str(PACK_ROOT).replace('.', '_x_')}.nodes."
-    return sys.modules[prefix + "host_models"], sys.modules[prefix + "host_backbone"]
+    """Import ComfyUI from ``COMFYUI_PATH`` and load the pack the way ComfyUI does; returns the pack's
+    ``host_models`` and ``host_backbone`` modules."""
+    load_pack_into_comfyui(comfyui_path(), cpu=device.type == "cpu")
+    return pack_module("nodes.host_models"), pack_module("nodes.host_backbone")
 
 
 def comfy_version() -> str | None:

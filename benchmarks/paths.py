@@ -1,6 +1,6 @@
 """The paths the harness times: the naive official-style pipeline, the standalone predictor, the ComfyUI host path.
 
-Each path is a :class:`Path`: ``run(images, clock)`` takes ``[B,3,H,W]`` float images in [0,1] and returns depth
+Each path is a :class:`TimedPath`: ``run(images, clock)`` takes ``[B,3,H,W]`` float images in [0,1] and returns depth
 ``[B,H,W]`` float32 on the images' device, timing its encode / UNet / decode stages on ``clock``.
 """
 
@@ -64,7 +64,7 @@ def naive_depth(unet, vae, empty_embed: torch.Tensor, images: torch.Tensor, proc
 # --- paths ---------------------------------------------------------------------------------------------------
 
 @dataclass
-class Path:
+class TimedPath:
     """One timed path. ``name`` is naive / standalone / host; ``label`` adds the variant (dtype, flags)."""
 
     name: str
@@ -78,11 +78,11 @@ class Path:
                 "vae_dtype": dtype_name(self.vae_dtype)}
 
 
-def naive_path(unet, vae, embed: torch.Tensor, label: str | None = None) -> Path:
+def naive_path(unet, vae, embed: torch.Tensor, label: str | None = None) -> TimedPath:
     def run(images, clock):
         return naive_depth(unet, vae, embed, images, max(images.shape[-2:]), clock)
 
-    return Path("naive", label or f"naive {dtype_name(unet.dtype)}", unet.dtype, vae.dtype, run)
+    return TimedPath("naive", label or f"naive {dtype_name(unet.dtype)}", unet.dtype, vae.dtype, run)
 
 
 class TimedBackbone:
@@ -107,7 +107,7 @@ class TimedBackbone:
 
 
 def predictor_path(name: str, label: str, backbone, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
-                   config_for: Callable[[torch.Tensor], PredictConfig] | None = None) -> Path:
+                   config_for: Callable[[torch.Tensor], PredictConfig] | None = None) -> TimedPath:
     """``predict_depth`` on ``backbone`` (standalone or host) at the images' own size, one chunk per call."""
     timed = TimedBackbone(backbone)
 
@@ -118,12 +118,12 @@ def predictor_path(name: str, label: str, backbone, unet_dtype: torch.dtype, vae
         with torch.inference_mode():
             return predict_depth(timed, images, config)
 
-    return Path(name, label, unet_dtype, vae_dtype, run)
+    return TimedPath(name, label, unet_dtype, vae_dtype, run)
 
 
 # --- the correctness guard -----------------------------------------------------------------------------------
 
-FP32_TOLERANCE = 1e-4  # max |depth difference| for fp32 paths (issue); fp64 likewise
+FP32_TOLERANCE = 1e-4  # max |depth difference| for fp32 paths; fp64 likewise
 HALF_EPS_FACTOR = 16  # half precision: 16 x machine epsilon of the least precise dtype involved
 
 
@@ -131,10 +131,9 @@ def tolerance(*dtypes: torch.dtype) -> float:
     """Allowed max |depth difference| from the fp32 reference for a path computing in ``dtypes``.
 
     fp32: 1e-4. Half precision: 16 x eps of the coarsest dtype (fp16: 0.0156, bf16: 0.125). Depth lives in [0,1]
-    and is a channel mean of a ~30-layer decoder's output, so per-op rounding (eps/2) is amplified; measured on
-    the random SD2 model at 128 px on the CPU, bf16 gave max 0.051 (6.5 eps) and mean 0.0038 against fp32, and
-    wrong maths (scale, timestep, clamping) gives errors of 0.1-1. The bound catches overflow and drift, not the
-    last bit; the fp32 check is the exactness check.
+    and is a channel mean of a ~30-layer decoder's output, so per-op rounding (eps/2) is amplified, while wrong
+    maths (scale, timestep, clamping) gives errors of order 0.1-1 (measured figures: benchmarks/README.md). The
+    bound catches overflow and drift, not the last bit; the fp32 check is the exactness check.
     """
     coarsest = max(dtypes, key=lambda d: torch.finfo(d).eps)
     if torch.finfo(coarsest).eps <= torch.finfo(torch.float32).eps:

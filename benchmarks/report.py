@@ -6,9 +6,11 @@ import json
 import math
 from pathlib import Path
 
+from fiffdepth_core.files import json_safe
+
 from .measure import STAGES
 
-METHOD_TFLOP_512 = {"encode": 1.12, "unet": 0.80, "decode": 2.52, "total": 4.43}  # METHOD.md, per 512^2 image
+METHOD_TFLOP_512 = {"encode": 1.12, "unet": 0.80, "decode": 2.52, "total": 4.43}  # docs/method.md, per 512^2 image
 
 
 def _num(value, digits: int = 1) -> str:
@@ -59,7 +61,7 @@ def flops_table(flops: dict[str, dict]) -> list[str]:
     for size, f in flops.items():
         rows.append([size, *[_num(f[s] / 1e12, 3) for s in (*STAGES, "total")]])
     lines = _table(["size (per image)", "encode TFLOP", "UNet TFLOP", "decode TFLOP", "total TFLOP"], rows)
-    return lines + ["", "METHOD.md at 512²: encode 1.12, UNet 0.80, decode 2.52, total 4.43 TFLOP."]
+    return lines + ["", "Expected at 512² (docs/method.md): encode 1.12, UNet 0.80, decode 2.52, total 4.43 TFLOP."]
 
 
 def large_table(records: list[dict]) -> list[str]:
@@ -120,20 +122,9 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _finite(value):
-    """NaN/inf (a path that produced them) become null: the JSON stays strict."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def write(results: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(_finite(results), indent=1, default=str, allow_nan=False))
+    json_path.write_text(json.dumps(json_safe(results), indent=1, default=str, allow_nan=False))
     md_path.write_text(markdown(results) + "\n")
     return json_path, md_path

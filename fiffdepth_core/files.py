@@ -186,3 +186,14 @@ def read_exr(path: str | Path) -> np.ndarray:
 
 
 WRITERS = {"npy": write_npy, "png16": write_png16, "exr": write_exr}
+
+
+def json_safe(value):
+    """A copy of nested dicts/lists/floats that strict JSON accepts: NaN -> None, +-inf -> "inf" / "-inf"."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value

@@ -1,7 +1,7 @@
 """The benchmark harness (benchmarks/): its quick mode runs and writes sane, self-consistent results.
 
 Not a timed test: no speed is asserted anywhere, only that the numbers agree with each other and with independent
-computations (FLOP counts against METHOD.md, the guard against a deliberately wrong path).
+computations (FLOP counts against the figures in docs/method.md, the guard against a deliberately wrong path).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import torch
 
 from benchmarks.measure import STAGES, count_flops
 from benchmarks.modes import run_config
-from benchmarks.paths import Path as BenchPath
-from benchmarks.paths import naive_path, tolerance
+from benchmarks.paths import TimedPath, naive_path, tolerance
 from benchmarks.report import markdown
 from fiffdepth_core.architectures import SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
@@ -42,6 +41,7 @@ def close(a: float, b: float, rel: float = 1e-6) -> bool:
     return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
 
 
+@pytest.mark.slow
 def test_quick_grid_records_are_self_consistent(quick):
     results, _, _ = quick
     meta = results["meta"]
@@ -77,6 +77,7 @@ def test_quick_grid_records_are_self_consistent(quick):
         assert close(ratio["ratio"], ratio["host_ms"] / ratio["standalone_ms"], 1e-9)
 
 
+@pytest.mark.slow
 def test_quick_large_and_video_modes(quick):
     results, _, _ = quick
     (large,) = results["large"]
@@ -90,6 +91,7 @@ def test_quick_large_and_video_modes(quick):
     assert sum(video["stage_ms"].values()) <= video["total_ms"]
 
 
+@pytest.mark.slow
 def test_quick_markdown_has_every_table(quick):
     results, md, stdout = quick
     assert md.strip() in stdout  # the CLI prints the markdown it wrote
@@ -99,7 +101,7 @@ def test_quick_markdown_has_every_table(quick):
         assert f"| {rec['label']} |" in md
 
 
-def test_flop_count_matches_method_md_at_512():
+def test_flop_count_matches_the_documented_floor_at_512():
     flops = count_flops(SD2_UNET_CONFIG, SD2_VAE_CONFIG, 512, 512)
     for stage, tflop in {"encode": 1.12, "unet": 0.80, "decode": 2.52, "total": 4.43}.items():
         assert abs(flops[stage] / 1e12 - tflop) <= 0.01 * tflop + 0.005, stage
@@ -114,7 +116,7 @@ def test_tolerances():
 def test_guard_refuses_a_path_that_disagrees(tiny_backbone):
     unet, vae = tiny_backbone.unet, tiny_backbone.vae
     naive = naive_path(unet, vae, tiny_backbone.empty_embed.float())
-    wrong = BenchPath("standalone", "wrong", torch.float32, torch.float32,
+    wrong = TimedPath("standalone", "wrong", torch.float32, torch.float32,
                       lambda images, clock: (naive.run(images, clock) + 2e-4).clamp(0, 1))
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     records = run_config([naive, wrong], images, torch.device("cpu"), 1, 1, None, None, None)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 from PIL import Image
 
 from fiffdepth_core.cli import main
@@ -101,6 +101,7 @@ def test_automatic_batch_size(photos, tiny_checkpoint, tmp_path, monkeypatch):
     assert len(list((tmp_path / "o").glob("*.npy"))) == 4
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs(photos, tiny_checkpoint, tmp_path):
     result = subprocess.run([sys.executable, "-m", "fiffdepth_core", "predict", str(photos / "b.png"),
                              "--checkpoint", str(tiny_checkpoint), "--format", "npy", "--output-dir",

@@ -1,4 +1,4 @@
-"""House rule 2: fiffdepth_core imports no host, training or accelerate module (checked in a clean process)."""
+"""fiffdepth_core imports no host, training, accelerate or test-kit module (checked in a clean process)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 FORBIDDEN = ("comfy", "comfy_api", "comfy_extras", "server", "nodes", "folder_paths", "accelerate", "train",
-             "execution")
+             "execution", "fiffdepth_testkit", "tests", "benchmarks")
 CORE = Path(__file__).resolve().parents[1] / "fiffdepth_core"
 
 

@@ -1,17 +1,17 @@
-"""The predictor against an independent, hand-written implementation of METHOD.md inference."""
+"""The predictor against an independent, hand-written implementation of the inference in docs/method.md."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.predictor import NonFiniteOutputError, PredictConfig, predict_depth
 
 
 def reference_depth(backbone, images: torch.Tensor, timesteps=(0,)) -> torch.Tensor:
-    """METHOD.md steps 1-6 written directly against diffusers, with no FiffDepth code in the path."""
+    """Inference steps 1-6 of docs/method.md written directly against diffusers, with no FiffDepth code in the path."""
     unet, vae, embed = backbone.unet, backbone.vae, backbone.empty_embed
     with torch.inference_mode():
         rgb = images * 2.0 - 1.0
@@ -66,11 +66,11 @@ def test_padding_matches_hand_padded_reference(tiny_backbone):
 
 
 def test_padding_changes_output_versus_the_unpadded_official_pipeline(tiny_backbone):
-    """The official pipeline does not pad (it runs 96x136 as is); padding is a project choice (METHOD.md).
+    """The official pipeline does not pad (it runs 96x136 as is); padding is a project choice (docs/method.md).
 
     On the random tiny model the VAE's global attention and GroupNorm see the padded border, so the maps differ
-    by a mean |diff| of about 0.10 (3 seeds: 0.103-0.107, max 0.76-0.87), the order of the maps' own spread
-    (std 0.10-0.12). Random weights are a worst case; this guards the size of the effect.
+    by about the maps' own spread (figures in benchmarks/README.md). Random weights are a worst case; this guards
+    the size of the effect.
     """
     images = seeded_images(1, 96, 136, seed=0)
     ours = run(tiny_backbone, images, processing_resolution=0)

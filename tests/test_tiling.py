@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.predictor import PredictConfig, predict_depth
 from fiffdepth_core.runtime import choose_tiles, vae_bytes

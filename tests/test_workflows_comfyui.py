@@ -68,7 +68,7 @@ def _drain(url: str, timeout: float = 60.0) -> None:
 def write_inputs(input_dir: Path) -> np.ndarray:
     """``example.png`` (returned as uint8 ``[H,W,3]``) and a 4-frame ``example.mp4``."""
     import av
-    from helpers import seeded_images
+    from fiffdepth_testkit.images import seeded_images
     from PIL import Image
 
     input_dir.mkdir(parents=True, exist_ok=True)

@@ -18,21 +18,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if not __package__:  # run as a script: make the repository root importable instead of train/
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
+    import script_root  # noqa: F401
 
 import argparse  # noqa: E402
 import heapq  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fiffdepth_core.files import load_image, read_exr, write_npy, write_png8  # noqa: E402
+from fiffdepth_core.files import json_safe, load_image, read_exr, write_npy, write_png8  # noqa: E402
 from fiffdepth_core.metrics import (ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, align, boundary_f1,  # noqa: E402
                                     evaluate_depth, mean_metrics)
 from fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth  # noqa: E402
@@ -185,17 +184,6 @@ def check_cache(cache_dir: Path, meta: dict, recompute: bool) -> None:
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def _finite(value):
-    """JSON-safe copy: NaN -> None, inf -> "inf"."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -274,7 +262,7 @@ def _results(args, eval_set: EvalSet, protocol: Protocol, predictor, origin: dic
              counts: dict) -> dict:
     metrics = mean_metrics(rows, DEPTH_METRICS + (("boundary_f1",) if eval_set.task == "boundary" else ()))
     resolution = getattr(getattr(predictor, "config", None), "processing_resolution", None)
-    return _finite({
+    return json_safe({
         "method": args.name, "source": origin,
         "dataset": {k: getattr(eval_set, k) for k in ("name", "title", "task", "count", "note")},
         "protocol": {**asdict(protocol), "processing_resolution": resolution, "split": split,

@@ -7,7 +7,7 @@
 Every optimizer step sees ``grad_accum`` micro-steps, each with a synthetic and a real sub-batch of
 ``train.batch_size`` images per process: t = 0 latent MAE + gradient matching on synthetic GT, trajectory keeping
 (v-prediction on noised image/depth blends) on the same images, and the t = -1 filter against teacher targets on
-real photos (METHOD.md). Data order, timesteps and noise are pure functions of (seed, step, rank), so a resumed
+real photos (docs/method.md). Data order, timesteps and noise are pure functions of (seed, step, rank), so a resumed
 run continues exactly. The final model is exported to RUN/export in the official diffusers layout.
 """
 
@@ -19,10 +19,9 @@ import logging
 import math
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import `train` as a package from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
+    import script_root  # noqa: F401
 
 import torch
 

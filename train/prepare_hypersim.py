@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: the repository root, not train/, goes first on sys.path
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
+    import script_root  # noqa: F401
 
 from fiffdepth_core.files import write_atomic  # noqa: E402
 

@@ -19,8 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: the repository root, not train/, goes first on sys.path
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
+    import script_root  # noqa: F401
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: import `train` as a package from the repository root
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
+if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
+    import script_root  # noqa: F401
 
 import numpy as np
 

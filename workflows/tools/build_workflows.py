@@ -1,7 +1,7 @@
 """Writes the bundled FiffDepth workflows (``workflows/*.json``, UI format) from the layouts below.
 
 Slots, widget order and link indices come from a running ComfyUI's ``/object_info`` through the same rules the
-tests check (``tests/workflow_api.py``), so each file is what ComfyUI's frontend itself saves. Node sizes are at
+tests check (``workflow_api.py`` beside this script), so each file is what ComfyUI's frontend itself saves. Node sizes are at
 least the frontend's own minimum (measured once with it: pass ``--fit`` with Chromium installed).
 
     COMFYUI_PATH=/path/to/ComfyUI python workflows/tools/build_workflows.py [--fit]
@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-WORKFLOWS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(WORKFLOWS.parent / "tests"))
-
-from workflow_api import (  # noqa: E402
+from workflow_api import (
     combo_values,
     input_slots,
     ordered_inputs,
@@ -31,6 +27,8 @@ from workflow_api import (  # noqa: E402
     spec_type,
     widget_layout,
 )
+
+WORKFLOWS = Path(__file__).resolve().parents[1]
 
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 GROUP_COLORS = {"load": "#3f789e", "depth": "#8A8", "alt": "#b58b2a", "gen": "#88A", "out": "#a1309b"}
@@ -419,7 +417,7 @@ BUILDERS = {
 
 
 def live_object_info() -> dict:
-    from comfy_host import comfy_server, object_info
+    from comfy_server import comfy_server, object_info
 
     with tempfile.TemporaryDirectory() as base, comfy_server(Path(base)) as url:
         return object_info(url)
@@ -428,7 +426,7 @@ def live_object_info() -> dict:
 def fit_sizes(workflows: dict[str, dict], info: dict) -> None:
     """Grow node sizes to the frontend's own minimum (needs Chromium and COMFYUI_PATH)."""
     import frontend
-    from comfy_host import comfy_server
+    from comfy_server import comfy_server
 
     async def measure():
         sizes = {}

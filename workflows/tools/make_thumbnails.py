@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+import frontend
+from comfy_server import comfy_server
+
 WORKFLOWS = Path(__file__).resolve().parents[1]
 PROJECT = WORKFLOWS.parent
-sys.path.insert(0, str(PROJECT / "tests"))
-
-import frontend  # noqa: E402
-from comfy_host import comfy_server  # noqa: E402
 
 SIZE = 512
 BAND = 118
