@@ -23,7 +23,6 @@ CORE_NODES = frozenset({
 LOADERS = {"FiffDepthLoader": ("fiffdepth", "model_name"), "CheckpointLoaderSimple": ("checkpoints", "ckpt_name"),
            "ControlNetLoader": ("controlnet", "control_net_name"), "UNETLoader": ("diffusion_models", "unet_name"),
            "VAELoader": ("vae", "vae_name"), "CLIPLoader": ("text_encoders", "clip_name")}
-TITLE_H = 30  # LiteGraph.NODE_TITLE_HEIGHT: a node's title bar sits above its pos
 
 
 def load(name: str) -> dict:

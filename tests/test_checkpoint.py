@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.checkpoint import CheckpointError, find_checkpoints, inspect_checkpoint, load_standalone
 from fiffdepth_core.export import export_bundle, export_single_files
@@ -121,34 +121,19 @@ def test_not_a_checkpoint_and_not_found(tmp_path):
         inspect_checkpoint(tmp_path / "junk.safetensors")
 
 
-def test_marigold_style_unet_is_refused(tiny_checkpoint, tmp_path):
-    copy = tmp_path / "marigold"
+@pytest.mark.parametrize("edit, load, message", [
+    ({"in_channels": 8}, load_standalone, "not a FiffDepth checkpoint: its UNet takes 8 input channels"),  # Marigold
+    ({"class_embed_type": "projection"}, inspect_checkpoint, "class_embed_type"),  # Lotus
+    ({"block_out_channels": [64, 64]}, load_standalone, "do not fit the config"),  # weights of another geometry
+], ids=["marigold_style_unet", "lotus_style_class_embedding", "weights_that_do_not_fit_the_config"])
+def test_foreign_unet_configs_are_refused_with_a_reason(tiny_checkpoint, tmp_path, edit, load, message):
+    copy = tmp_path / "edited"
     shutil.copytree(tiny_checkpoint, copy)
     config = json.loads((copy / "unet" / "config.json").read_text())
-    config["in_channels"] = 8
+    config.update(edit)
     (copy / "unet" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="not a FiffDepth checkpoint: its UNet takes 8 input channels"):
-        load_standalone(copy)
-
-
-def test_lotus_style_class_embedding_is_refused(tiny_checkpoint, tmp_path):
-    copy = tmp_path / "lotus"
-    shutil.copytree(tiny_checkpoint, copy)
-    config = json.loads((copy / "unet" / "config.json").read_text())
-    config["class_embed_type"] = "projection"
-    (copy / "unet" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="class_embed_type"):
-        inspect_checkpoint(copy)
-
-
-def test_weights_that_do_not_fit_the_config_are_named(tiny_checkpoint, tmp_path):
-    copy = tmp_path / "mismatch"
-    shutil.copytree(tiny_checkpoint, copy)
-    config = json.loads((copy / "unet" / "config.json").read_text())
-    config["block_out_channels"] = [64, 64]
-    (copy / "unet" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="do not fit the config"):
-        load_standalone(copy)
+    with pytest.raises(CheckpointError, match=message):
+        load(copy)
 
 
 def test_ldm_keyed_single_file_is_explained(tiny_backbone, tmp_path):

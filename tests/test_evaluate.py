@@ -201,6 +201,7 @@ def test_bad_flags_name_the_flag_and_the_choices(argv, flag, tmp_path, capsys):
     assert flag in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_as_a_script_from_anywhere(bench, tmp_path):
     preds = tmp_path / "preds"
     write_predictions(bench, preds, lambda gt: gt, formats=("npy",) * 3)

@@ -24,6 +24,7 @@ def run(out: Path, steps: int, *extra: str, resume: bool = False) -> dict:
     return main(argv + (["--resume", "latest"] if resume else []))
 
 
+@pytest.mark.slow
 def test_two_steps_train_checkpoint_validate_and_export(tmp_path):
     result = run(tmp_path / "run", 2, "train.trackers=[tensorboard]", "export.single_file=true",
                  "train.grad_accum=2")
@@ -43,6 +44,7 @@ def test_two_steps_train_checkpoint_validate_and_export(tmp_path):
     assert info.layout == "bundle"
 
 
+@pytest.mark.slow
 def test_export_holds_the_trained_weights(tmp_path):
     run(tmp_path / "run", 2)
     base = load_standalone(tmp_path / "run" / "base_model")
@@ -54,6 +56,7 @@ def test_export_holds_the_trained_weights(tmp_path):
     assert torch.equal(base.empty_embed, trained.empty_embed)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     full = run(tmp_path / "full", 4)["losses"]
     first = run(tmp_path / "split", 2)["losses"]
@@ -61,6 +64,7 @@ def test_resume_continues_exactly(tmp_path):
     assert first + second == full  # bit-identical loss sequence on the CPU
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_config_and_reuse_without_resume(tmp_path):
     run(tmp_path / "run", 2)
     with pytest.raises(ValueError, match="loss.gm"):
@@ -102,6 +106,7 @@ def test_learning_rate_schedule_warms_up_then_decays_to_one_percent():
     assert factor(midpoint) == pytest.approx(0.1, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_run(tmp_path):
     """DDP over gloo on the CPU (accelerate's MULTI_CPU): both ranks train, rank 0 checkpoints and exports."""
     import os
@@ -129,6 +134,7 @@ def test_two_process_data_parallel_run(tmp_path):
     assert torch.isfinite(depth).all()
 
 
+@pytest.mark.slow
 def test_ema_resumes_exactly_and_is_what_gets_exported(tmp_path):
     ema = "train.ema.enabled=true"
     full = run(tmp_path / "full", 4, ema, "train.ema.decay=0.5")
@@ -145,6 +151,7 @@ def test_ema_resumes_exactly_and_is_what_gets_exported(tmp_path):
     assert not torch.equal(live, exported[0].conv_in.weight)  # the export holds the averaged, not the live, weights
 
 
+@pytest.mark.slow
 def test_resuming_from_an_older_checkpoint_sets_later_ones_aside(tmp_path):
     run(tmp_path / "run", 4)
     older = tmp_path / "run" / "checkpoints" / "step-00000002"

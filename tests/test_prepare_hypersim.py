@@ -86,6 +86,7 @@ def test_existing_files_kept_unless_overwrite(converted):
     assert rgb_path.read_bytes() == original
 
 
+@pytest.mark.slow
 def test_runs_as_script_without_csv(tmp_path):
     raw, out = tmp_path / "raw", tmp_path / "out"
     ids = np.ones((8, 8), np.int32)
