@@ -108,8 +108,8 @@ class StandaloneBackbone:
     def compile(self, mode: str | None = None) -> "StandaloneBackbone":
         """``torch.compile`` the UNet and the VAE encoder/decoder in place (opt-in).
 
-        The first call at each new input size compiles (about a minute on a GPU, minutes on a CPU; Inductor caches
-        kernels on disk for later runs); later calls are faster (1.18x on the tiny model on a CPU).
+        The first call at each new input size compiles (Inductor caches kernels on disk for later runs); later calls
+        are faster. Measured compile times and speed-ups are in benchmarks/README.md.
         """
         self.unet = torch.compile(self.unet, mode=mode)
         self.vae.encoder = torch.compile(self.vae.encoder, mode=mode)

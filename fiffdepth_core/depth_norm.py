@@ -1,6 +1,6 @@
 """Training targets in depth space: percentile normalisation of GT depth, and teacher disparity -> depth.
 
-Both produce maps in [-1,1] (near = -1, far = +1) that the VAE encodes into target latents (METHOD.md).
+Both produce maps in [-1,1] (near = -1, far = +1) that the VAE encodes into target latents (docs/method.md).
 Maps are ``[1,H,W]`` (or ``[H,W]``) float tensors; masks are bool tensors of the same shape.
 """
 
@@ -44,7 +44,8 @@ def disparity_to_depth_target(disparity: torch.Tensor, eps: float = 1e-3, low: f
     The quantiles are taken over the uncapped pixels only: with the capped ones included, any photo whose sky
     covers more than ``1 - high`` of it would put the high quantile on the sky and squeeze every other pixel into
     a sliver next to -1. Returns ``(target, valid)``; only non-finite teacher pixels are invalid (and an image
-    whose uncapped part is flat, which has no usable target, comes back all invalid).
+    whose uncapped part is flat, which has no usable target, comes back all invalid). Project choice, see
+    docs/method.md.
     """
     disparity = disparity.float()
     valid = torch.isfinite(disparity)

@@ -1,4 +1,4 @@
-"""FiffDepth's training objective in latent space (METHOD.md, "Training").
+"""FiffDepth's training objective in latent space (docs/method.md, "Training objective").
 
 Shape letters: B batch, C latent channels (4), h x w latent cells, H x W pixels (8h x 8w).
 
@@ -23,7 +23,7 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The paper's weights (METHOD.md): L = sum_t (mae*MAE + gm*GM) + keep*L_k, with b0 = gamma x0 + (1-gamma) d0*."""
+    """The paper's weights (docs/method.md): L = sum_t (mae*MAE + gm*GM) + keep*L_k, with b0 = gamma x0 + (1-gamma) d0*."""
 
     mae: float = 1.0
     gm: float = 0.5

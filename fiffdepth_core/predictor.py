@@ -1,4 +1,4 @@
-"""FiffDepth inference: one deterministic UNet pass at t = 0 on the RGB latent (METHOD.md, steps 1-6).
+"""FiffDepth inference: one deterministic UNet pass at t = 0 on the RGB latent (docs/method.md, steps 1-6).
 
 The other one-step families (Lotus-D, GenPercept, Marigold-E2E-FT) run through the same steps; where they differ
 (timestep, output conversion, decode rule, min-max, disparity, resize back) the predictor asks the backbone's
@@ -38,7 +38,7 @@ class PredictConfig:
     """How to run the pass. Every field has a default that reproduces the official pipeline."""
 
     processing_resolution: int = 768  # long edge in px; 0 = native size (official default 768, from Marigold)
-    pad_multiple: int = 64  # SD2's UNet halves the latent three times: 8 px x 2**3 (project choice, see METHOD.md)
+    pad_multiple: int = 64  # SD2's UNet halves the latent three times: 8 px x 2**3 (project choice, see docs/method.md)
     batch_size: int = 1  # images per model call
     depth_pass: str = "detailed"  # "detailed" (t = 0) or "filtered" (t = 0, then t = -1)
     tiles: TileConfig | None = None  # tiled VAE encode/decode for large images; None = whole image

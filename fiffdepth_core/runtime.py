@@ -1,6 +1,6 @@
 """Choices entry points make for the core: device, precision, and whether the VAE must run in tiles.
 
-Core functions take these as arguments (house rule 6); the CLI, benchmarks and evaluation call the helpers here,
+Core functions take these as arguments (docs/architecture.md); the CLI, benchmarks and evaluation call the helpers here,
 the ComfyUI node asks ComfyUI instead.
 """
 

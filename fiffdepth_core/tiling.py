@@ -3,7 +3,7 @@
 Only the VAE is tiled: the UNet still sees the whole latent, so depth stays globally consistent. Tiles overlap
 by ``overlap`` pixels and are blended with linear ramps across each overlap; image borders get full weight.
 The VAE's GroupNorm and mid-block attention see one tile at a time, so tiled output differs slightly from
-untiled output (measured on the tiny model in tests/test_tiling.py; see benchmarks/ for full size).
+untiled output (tests/test_tiling.py bounds the difference on the tiny model; benchmarks/ measures full size).
 
 Shape letters: B batch, H x W pixels (multiples of 8), h x w latent cells (H/8 x W/8).
 """

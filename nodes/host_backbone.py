@@ -1,4 +1,4 @@
-"""The three backbone verbs on ComfyUI's own MODEL and VAE objects (DESIGN.md, host facts).
+"""The three backbone verbs on ComfyUI's own MODEL and VAE objects (docs/architecture.md, "ComfyUI").
 
 * ``denoise``: a clone of the ModelPatcher with ``model_sampling`` object-patched to an IMG_TO_IMG discrete
   sampling (identity input, raw output), called through ``apply_model`` with ``transformer_options`` so weight

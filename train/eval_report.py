@@ -1,8 +1,8 @@
 """Evaluation outputs: published reference rows, the markdown/JSON results, per-image CSV, worst-case gallery.
 
 All metric values are fractions (AbsRel 0.044, δ1 0.978, F1 0.423) in JSON and CSV; tables show AbsRel and δ1
-in percent as the papers do. Reference numbers are those of METHOD.md ("Published numbers to beat") and
-shared/reference/paper.md §2 (FiffDepth Tables 1-2, a secondary transcription: only NYUv2 has δ1 there).
+in percent as the papers do. Reference rows are the published numbers, each naming its table (the FiffDepth rows
+come from a secondary transcription of its Tables 1-2, in which only NYUv2 has δ1; see docs/method.md).
 """
 
 from __future__ import annotations
