@@ -334,15 +334,16 @@ def test_procedural_real_target_follows_depth():
 
 
 def test_procedural_speed():
+    """CPU time of this process, not wall time: other processes on a shared machine do not make it fail."""
     small, large = ProceduralDataset((64, 64)), ProceduralDataset((480, 640))
     small[(0, 0)]
-    start = time.perf_counter()
+    start = time.process_time()
     for i in range(10):
         small[(i, i)]
-    assert (time.perf_counter() - start) / 10 < 0.05
-    start = time.perf_counter()
+    assert (time.process_time() - start) / 10 < 0.05
+    start = time.process_time()
     large[(0, 0)]
-    assert time.perf_counter() - start < 1.5
+    assert time.process_time() - start < 1.5
 
 
 # ---- sampling ----
