@@ -96,7 +96,7 @@ def test_automatic_batch_size(photos, tiny_checkpoint, tmp_path, monkeypatch):
                         lambda backbone, batch, config, **kw: seen.append(config.batch_size) or real(backbone, batch,
                                                                                                    config, **kw))
     assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--batch-size", "0", "-q",
-                 "--output-dir", str(tmp_path / "o"), "--format", "npy"]) == 0
+                 "--output-dir", str(tmp_path / "o"), "--format", "npy", "--processing-resolution", "0"]) == 0
     assert seen[0] == 2  # a and b share a size: one call with both (plenty of free memory on this machine)
     assert len(list((tmp_path / "o").glob("*.npy"))) == 4
 
