@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.cli import main
 from fiffdepth_core.postprocess import controlnet_depth

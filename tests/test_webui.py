@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 from webui_standins import Recorder, install
 
 from fiffdepth_core.checkpoint import load_standalone

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 from webui_host import decode_png, http_json, png_b64, requires, startup_seconds, webui_server
 
 from fiffdepth_core.architectures import write_random_pipeline

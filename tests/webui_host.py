@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import stop_process
+from comfy_server import stop_process  # the workflow tools' process stopper (workflows/tools, on the test path)
 from PIL import Image
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
