@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .postprocess import quantiles
+from .stats import quantiles
 
 
 def normalize_depth(depth: torch.Tensor, valid: torch.Tensor, low: float = 0.02,

@@ -7,34 +7,15 @@ taken over the whole batch instead.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+
+from .stats import quantiles
 
 # ColorBrewer "Spectral" (11 classes), the colormap the reference pipeline uses for previews: red = near.
 SPECTRAL_HEX = ("9e0142", "d53e4f", "f46d43", "fdae61", "fee08b", "ffffbf",
                 "e6f598", "abdda4", "66c2a5", "3288bd", "5e4fa2")
 
 NORMALIZATIONS = ("per_image", "whole_batch")
-
-
-TORCH_QUANTILE_LIMIT = 2**24  # torch.quantile refuses larger inputs
-
-
-def quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
-    """Linear-interpolated quantiles of a flat tensor (``torch.quantile``'s definition, without its size cap)."""
-    values = values.reshape(-1).float()
-    if values.device.type == "cpu":  # numpy selects instead of sorting: several times faster on the CPU
-        return torch.from_numpy(np.quantile(values.numpy(), qs).astype(np.float32))
-    if values.numel() <= TORCH_QUANTILE_LIMIT:
-        return torch.quantile(values, torch.tensor(qs, dtype=values.dtype, device=values.device))
-    n, out = values.numel(), []
-    for q in qs:  # exact order statistics without sorting everything
-        pos = q * (n - 1)
-        lower = int(pos)
-        low = values.kthvalue(lower + 1).values
-        high = values.kthvalue(min(lower + 2, n)).values
-        out.append(low + (high - low) * (pos - lower))
-    return torch.stack(out)
 
 
 def controlnet_depth(depth: torch.Tensor, normalization: str = "per_image", low: float = 0.02,
