@@ -6,7 +6,8 @@ import os
 import sys
 
 root, pack = os.getcwd(), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [root, os.path.join(root, "packages_3rdparty"), os.path.join(root, "repositories", "huggingface_guess"), pack]
+sys.path[:0] = [root, os.path.join(root, "packages_3rdparty"), os.path.join(root, "repositories", "huggingface_guess"),
+                pack]
 checkpoint, sys.argv = sys.argv[1], [sys.argv[0], *sys.argv[2:]]  # Forge's backend parses its flags from argv
 
 import torch  # noqa: E402

@@ -135,3 +135,42 @@ def test_forge_backend_raw_depth_and_dtype_flags(tmp_path, flags, dtypes):
         log.info("Forge raw depth vs standalone: %s", out)
         assert out["detailed"] <= 1e-5 and out["filtered"] <= 1e-5
         assert out["detailed_std"] > 0.01
+
+
+@requires("forge")
+@pytest.mark.slow
+def test_forge_txt2img_with_a_depth_fiffdepth_control_unit(tmp_path):
+    """One txt2img call with a ControlNet unit whose module is depth_fiffdepth, on a small random SD 1.5-family
+    checkpoint and depth ControlNet built from config with Forge's own classes: the control map the generation used
+    equals /controlnet/detect's, and the unit changes the image."""
+    import subprocess
+    from pathlib import Path
+
+    from webui_host import host_paths
+
+    path, python = host_paths("forge")
+    write_random_pipeline(tmp_path / "models" / "fiffdepth" / "tiny", geometry="tiny", seed=0)
+    builder = Path(__file__).with_name("forge_tiny_sd15.py")
+    result = subprocess.run([python, str(builder), str(tmp_path / "models")], cwd=path, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = np.round(seeded_images(1, 64, 64, seed=5)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    with webui_server("forge", tmp_path) as (url, _, _):
+        _, models = http_json(url + "/controlnet/model_list")
+        control_model = next(m for m in models["model_list"] if m.startswith("tiny_control_depth"))
+        unit = {"enabled": True, "module": "depth_fiffdepth", "model": control_model, "image": png_b64(image),
+                "processor_res": 64}
+        base = {"prompt": "a room", "steps": 1, "width": 64, "height": 64, "sampler_name": "Euler", "cfg_scale": 1.0,
+                "seed": 1, "override_settings": {"sd_model_checkpoint": "tiny_sd15"}}
+        status, on = http_json(url + "/sdapi/v1/txt2img",
+                               {**base, "alwayson_scripts": {"ControlNet": {"args": [unit]}}})
+        assert status == 200, on
+        status, off = http_json(url + "/sdapi/v1/txt2img",
+                                {**base, "alwayson_scripts": {"ControlNet": {"args": [{**unit, "enabled": False}]}}})
+        assert status == 200, off
+        _, detected = detect(url, "depth_fiffdepth", image, 64)
+    assert len(on["images"]) == 2 and "depth_fiffdepth" in on["info"]  # the picture and the control map it used
+    control_map, hint = decode_png(on["images"][1]), decode_png(detected["images"][0])
+    assert np.array_equal(control_map, hint) and hint.std() > 10
+    generated, plain = decode_png(on["images"][0]).astype(int), decode_png(off["images"][0]).astype(int)
+    assert np.abs(generated - plain).max() > 0  # the control unit changed the generation

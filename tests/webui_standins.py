@@ -142,7 +142,8 @@ def webui_modules(models_path: str, recorder: Recorder):
     gradio.Error, gradio.Dropdown, gradio.Radio = Error, object(), object()
     package = types.ModuleType("modules")
     package.__path__ = []
-    mods = {"gradio": gradio, "modules.shared": shared, "modules.paths_internal": paths_internal, "modules.script_callbacks": callbacks,
+    mods = {"gradio": gradio, "modules.shared": shared, "modules.paths_internal": paths_internal,
+            "modules.script_callbacks": callbacks,
             "modules.devices": devices, "modules.lowvram": lowvram}
     for name, module in mods.items():
         if name.startswith("modules."):
