@@ -32,6 +32,20 @@ def _heads(config: dict, channels: list[int]) -> dict:
                      "constant width; the LDM UNet cannot express this")
 
 
+def _class_embedding(config: dict) -> dict:
+    """Diffusers' projection class embedding (Lotus' task switcher) is LDM's sequential ADM embedding."""
+    if config.get("addition_embed_type") is not None or config.get("num_class_embeds") is not None:
+        raise ValueError(f"UNet conditioning addition_embed_type={config.get('addition_embed_type')!r} / "
+                         f"num_class_embeds={config.get('num_class_embeds')!r} is not supported")
+    kind = config.get("class_embed_type")
+    if kind is None:
+        return {"adm_in_channels": None}
+    if kind != "projection" or not config.get("projection_class_embeddings_input_dim"):
+        raise ValueError(f"UNet class_embed_type {kind!r} is not supported (only 'projection' with "
+                         "projection_class_embeddings_input_dim, as in Lotus)")
+    return {"num_classes": "sequential", "adm_in_channels": int(config["projection_class_embeddings_input_dim"])}
+
+
 def ldm_unet_config(config: dict) -> dict:
     """Translate a diffusers ``UNet2DConditionModel`` config (SD2-family blocks) into LDM ``UNetModel`` arguments.
 
@@ -57,7 +71,7 @@ def ldm_unet_config(config: dict) -> dict:
         transformer_depth_output += [depth[level] if "CrossAttn" in up_type else 0] * (layers[level] + 1)
     return {
         "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-        "adm_in_channels": None, "in_channels": config.get("in_channels", 4),
+        **_class_embedding(config), "in_channels": config.get("in_channels", 4),
         "out_channels": config.get("out_channels", 4), "model_channels": base, "num_res_blocks": layers,
         "channel_mult": [c // base for c in channels], "transformer_depth": transformer_depth,
         "transformer_depth_output": transformer_depth_output, "transformer_depth_middle": depth[-1],

@@ -41,7 +41,20 @@ def test_tiny_geometry_by_hand():
     assert out["transformer_depth_middle"] == 1 and out["context_dim"] == 32
 
 
+def test_projection_class_embedding_and_concatenated_input():
+    """Lotus' task switcher (a projection class embedding of 4 numbers) is LDM's sequential ADM input; E2E-FT's
+    8-channel input is just in_channels."""
+    lotus = {**copy.deepcopy(SD2_UNET_CONFIG), "class_embed_type": "projection",
+             "projection_class_embeddings_input_dim": 4}
+    out = ldm_unet_config(lotus)
+    assert (out["num_classes"], out["adm_in_channels"]) == ("sequential", 4)
+    assert ldm_unet_config({**copy.deepcopy(SD2_UNET_CONFIG), "in_channels": 8})["in_channels"] == 8
+    assert "num_classes" not in ldm_unet_config(SD2_UNET_CONFIG)
+
+
 @pytest.mark.parametrize("change, message", [
+    ({"class_embed_type": "timestep"}, "class_embed_type 'timestep' is not supported"),
+    ({"addition_embed_type": "text_time"}, "addition_embed_type='text_time'"),
     ({"down_block_types": ["CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"]}, "SD2-family blocks"),
     ({"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}, "mid block"),
     ({"freq_shift": 1}, "timestep embedding"),
