@@ -45,6 +45,8 @@ class HostPolicy(Protocol):
 
     def release(self, backbone) -> None: ...  # give memory back
 
+    def finish(self, backbone) -> None: ...  # after each run (A1111 --lowvram/--medvram: release at once)
+
 
 @dataclass
 class Loaded:
@@ -97,7 +99,10 @@ class Estimator:
         config = plan_config(config, images.shape, self.policy.free_bytes(backbone), backbone.dtype, vae_dtype,
                              "auto", TILE_SIZE)
         upcast = getattr(backbone, "upcast", None) if backbone.dtype != torch.float32 else None
-        return predict_depth(backbone, images, config, interrupt=self.policy.interrupt, fallback=upcast).cpu()
+        try:
+            return predict_depth(backbone, images, config, interrupt=self.policy.interrupt, fallback=upcast).cpu()
+        finally:
+            self.policy.finish(backbone)
 
     def hint(self, image, resolution, name: str) -> np.ndarray:
         """The ControlNet hint: ``H x W x 3`` uint8 at the input size, near = white."""

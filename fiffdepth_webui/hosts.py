@@ -5,8 +5,8 @@
 * **reForge**: ``modules_forge`` and the ``ldm_patched`` ComfyUI port: the standalone (diffusers) backbone on
   ``ldm_patched``'s device choice.
 * **AUTOMATIC1111** with sd-webui-controlnet (>= 1.1.445, its ``Preprocessor`` API): the standalone backbone on
-  ControlNet's device (``--use-cpu``), fp32 under ``--no-half``, the SD model sent to the CPU first under
-  ``--lowvram/--medvram``, memory given back by ``unload_model()``.
+  ControlNet's device (``--use-cpu``), fp32 under ``--no-half``, under ``--lowvram/--medvram`` the SD model sent
+  to the CPU first and FiffDepth's sent back after each run, memory given back by ``unload_model()``.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ class ForgePolicy(WebUIPolicy):
 
         memory_management.soft_empty_cache()
 
+    def finish(self, backbone) -> None:  # memory_management offloads when the next model needs the room
+        return None
+
 
 class StandalonePolicy(WebUIPolicy):
     """The diffusers backbone, kept on the CPU while idle and moved to the host's device for each run."""
@@ -139,6 +142,13 @@ class StandalonePolicy(WebUIPolicy):
         backbone.to(torch.device("cpu"))
         self.empty_cache()
 
+    def finish(self, backbone) -> None:
+        if self.low_memory():  # the SD model needs the room back for sampling
+            self.release(backbone)
+
+    def low_memory(self) -> bool:
+        return False
+
     def empty_cache(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -153,9 +163,11 @@ class A1111Policy(StandalonePolicy):
     def full_precision_forced(self) -> bool:
         return bool(getattr(_options()[1], "no_half", False))
 
+    def low_memory(self) -> bool:
+        return any(getattr(_options()[1], flag, False) for flag in ("lowvram", "medvram", "medvram_sdxl"))
+
     def make_room(self) -> None:
-        cmd_opts = _options()[1]
-        if any(getattr(cmd_opts, flag, False) for flag in ("lowvram", "medvram", "medvram_sdxl")):
+        if self.low_memory():
             from modules import lowvram
 
             lowvram.send_everything_to_cpu()

@@ -228,6 +228,7 @@ def test_a1111_policies_offload_no_half_unload_and_cancel(a1111):
     shared.opts.data["fiffdepth_precision"] = "bf16"
     preprocessor(rgb_u8(), 64)
     assert ("send_everything_to_cpu",) in recorder.calls and ("get_device_for", "controlnet") in recorder.calls
+    assert recorder.calls[-1] == ("torch_gc",)  # low memory: FiffDepth's model is given back after the run
     backbone = preprocessor.model.estimator.loaded.backbone
     assert backbone.dtype == torch.float32 and backbone.vae_dtype == torch.float32  # --no-half wins
     assert preprocessor.unload() is True and recorder.calls[-1] == ("torch_gc",)
