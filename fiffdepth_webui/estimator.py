@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint
+from fiffdepth_core.families import FAMILY_CHOICES
 from fiffdepth_core.predictor import PredictConfig, predict_depth
 from fiffdepth_core.runtime import plan_config
 
@@ -33,9 +34,9 @@ TILE_SIZE = 1024
 class HostPolicy(Protocol):
     def roots(self) -> list[Path]: ...
 
-    def selection(self) -> tuple[str | None, str, str | None]: ...  # (settings choice, precision, flag path)
+    def selection(self) -> tuple[str | None, str, str | None, str]: ...  # (choice, precision, flag path, family)
 
-    def build(self, path: Path, precision: str): ...  # -> a fiffdepth_core Backbone
+    def build(self, path: Path, precision: str, family: str): ...  # -> a fiffdepth_core Backbone
 
     def prepare(self, backbone) -> None: ...  # make room (offload the SD model), move the backbone to its device
 
@@ -62,16 +63,20 @@ class Estimator:
         self.loaded: Loaded | None = None
 
     def backbone(self):
-        choice, precision, flag = self.policy.selection()
+        choice, precision, flag, family = self.policy.selection()
         if precision not in PRECISIONS:
             raise ValueError(f"FiffDepth precision must be one of {PRECISIONS}, got {precision!r}")
+        if family not in FAMILY_CHOICES:
+            raise ValueError(f"FiffDepth model family must be one of {', '.join(FAMILY_CHOICES)}, got {family!r}")
         path = resolve(self.policy.roots(), choice, flag).resolve()
-        key = (str(path), precision, json.dumps(fingerprint(inspect_checkpoint(path))))  # re-exports reload
+        info = inspect_checkpoint(path, family)
+        key = (str(path), precision, family, json.dumps(fingerprint(info)))  # re-exports reload
         if self.loaded is None or self.loaded.key != key:
             self.unload()
             start = time.perf_counter()
-            self.loaded = Loaded(key, self.policy.build(path, precision))
-            log.info("FiffDepth: loaded %s (%s) in %.1f s", path, precision, time.perf_counter() - start)
+            self.loaded = Loaded(key, self.policy.build(path, precision, family))
+            log.info("FiffDepth: loaded %s (%s, %s) in %.1f s", path, info.family.title, precision,
+                     time.perf_counter() - start)
         return self.loaded.backbone
 
     def unload(self) -> bool:

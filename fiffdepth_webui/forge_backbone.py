@@ -5,8 +5,8 @@
   computation dtypes (so ``--always-cpu``, ``--unet-in-bf16`` and friends apply), wrapped in a ``UnetPatcher``
   whose predictor passes input, timestep and output through raw: t = 0 and t = -1 reach the UNet unchanged.
   ``denoise`` loads it through ``memory_management.load_models_gpu`` with Forge's memory estimate and calls
-  ``KModel.apply_model`` with a fresh ``transformer_options``; a class label (``y``) and a concatenated input
-  (``c_concat``) go through the same call when a model family needs them.
+  ``KModel.apply_model`` with a fresh ``transformer_options``; the checkpoint's model family decides the rest of
+  the call (Lotus-D's task label as the ADM input ``y``, Marigold-E2E-FT's zero latent appended to the input).
 * VAE: ``IntegratedAutoencoderKL`` in Forge's ``VAE`` patcher; encode takes the posterior *mode* (its default
   samples) and decode calls the model directly (``VAE.decode`` clamps and may tile silently).
 """
@@ -28,6 +28,7 @@ from huggingface_guess.utils import unet_to_diffusers
 
 from fiffdepth_core.backbone import timestep_batch
 from fiffdepth_core.checkpoint import CheckpointError, empty_embedding, inspect_checkpoint, load_state_dict
+from fiffdepth_core.families import FIFFDEPTH, Family
 from fiffdepth_core.ldm_config import ldm_unet_config
 from fiffdepth_core.runtime import DTYPES
 
@@ -99,21 +100,21 @@ def build_vae(vae_config: dict, diffusers_sd: dict, precision: str, where: str) 
 class ForgeBackbone:
     """:class:`fiffdepth_core.backbone.Backbone` on Forge's backend objects."""
 
-    def __init__(self, patcher: UnetPatcher, vae: VAE, context: torch.Tensor, latent_scale: float):
+    def __init__(self, patcher: UnetPatcher, vae: VAE, context: torch.Tensor, latent_scale: float,
+                 family: Family = FIFFDEPTH):
         self.patcher, self.vae, self.latent_scale = patcher, vae, float(latent_scale)
         self.context = context.detach().float().clone()  # [1,T,D]
         self.device = patcher.load_device
         self.dtype = patcher.model.computation_dtype
-        self.class_label: torch.Tensor | None = None  # [1,N] ADM input for families with a task embedding
-        self.concat: torch.Tensor | None = None  # [1,C,h,w] extra UNet input channels for families that append one
+        self.family = family  # what the UNet call gets besides the latent (class label, concatenated zeros)
 
     @classmethod
-    def load(cls, path, precision: str = "auto") -> "ForgeBackbone":
-        info = inspect_checkpoint(path)
+    def load(cls, path, precision: str = "auto", family: str = "auto") -> "ForgeBackbone":
+        info = inspect_checkpoint(path, family)
         context = empty_embedding(info)  # [1,2,D]
         patcher = build_unet(info.unet_config, load_state_dict(info, "unet"), precision, f"{info.path} (unet)")
         vae = build_vae(info.vae_config, load_state_dict(info, "vae"), precision, f"{info.path} (vae)")
-        return cls(patcher, vae, context, info.latent_scale)
+        return cls(patcher, vae, context, info.latent_scale, info.family)
 
     @property
     def vae_dtype(self) -> torch.dtype:
@@ -135,12 +136,9 @@ class ForgeBackbone:
         patcher, batch = self.patcher, latent.shape[0]
         mm.load_models_gpu([patcher], memory_required=patcher.memory_required(latent.shape))
         device = mm.get_torch_device()
-        t = timestep_batch(timestep, batch, device).float()  # [B], raw (0 or -1)
-        extra = {}
-        if self.class_label is not None:
-            extra["y"] = self.class_label.to(device).expand(batch, -1)  # [B,N]
-        if self.concat is not None:
-            extra["c_concat"] = self.concat.to(device).expand(batch, -1, -1, -1)  # [B,C,h,w]
+        t = timestep_batch(timestep, batch, device).float()  # [B], raw (0, -1, or the family's timestep)
+        x, labels = self.family.unet_inputs(latent.to(device))  # [B,4|8,h,w] (E2E-FT: zeros appended), [B,n]
+        extra = {} if labels is None else {"y": labels}  # Lotus' task label through the LDM UNet's ADM input
         context = self.context.to(device).expand(batch, -1, -1)  # [B,T,D]
-        out = patcher.model.apply_model(latent.to(device), t, c_crossattn=context, transformer_options={}, **extra)
+        out = patcher.model.apply_model(x, t, c_crossattn=context, transformer_options={}, **extra)
         return out.float()  # [B,4,h,w]

@@ -25,6 +25,7 @@ from .checkpoints import model_roots
 log = logging.getLogger("fiffdepth")
 
 OPTION_CHECKPOINT, OPTION_PRECISION = "fiffdepth_checkpoint", "fiffdepth_precision"
+OPTION_FAMILY = "fiffdepth_family"
 
 
 def _module(name: str):
@@ -70,7 +71,7 @@ class WebUIPolicy:
         opts, cmd_opts = _options()
         data = getattr(opts, "data", {}) or {}
         return (data.get(OPTION_CHECKPOINT), data.get(OPTION_PRECISION) or "auto",
-                getattr(cmd_opts, "fiffdepth_checkpoint", None))
+                getattr(cmd_opts, "fiffdepth_checkpoint", None), data.get(OPTION_FAMILY) or "auto")
 
     def interrupt(self) -> None:
         from modules import shared
@@ -85,10 +86,10 @@ class ForgePolicy(WebUIPolicy):
 
         super().__init__(preprocessor_dir)
 
-    def build(self, path: Path, precision: str):
+    def build(self, path: Path, precision: str, family: str = "auto"):
         from .forge_backbone import ForgeBackbone
 
-        return ForgeBackbone.load(path, precision)
+        return ForgeBackbone.load(path, precision, family)
 
     def prepare(self, backbone) -> None:  # the verbs load through memory_management themselves
         return None
@@ -127,9 +128,9 @@ class StandalonePolicy(WebUIPolicy):
             return torch.float32, torch.float32
         return resolve_dtypes(precision, device)
 
-    def build(self, path: Path, precision: str):
+    def build(self, path: Path, precision: str, family: str = "auto"):
         unet_dtype, vae_dtype = self.dtypes(precision)
-        return load_standalone(path, device="cpu", dtype=unet_dtype, vae_dtype=vae_dtype)
+        return load_standalone(path, device="cpu", dtype=unet_dtype, vae_dtype=vae_dtype, family=family)
 
     def prepare(self, backbone) -> None:
         self.make_room()

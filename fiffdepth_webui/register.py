@@ -10,10 +10,11 @@ import importlib
 import logging
 
 from fiffdepth_core.checkpoint import CheckpointError
+from fiffdepth_core.families import FAMILY_CHOICES
 
 from .checkpoints import FIRST_FOUND, NoCheckpointError, installed
 from .estimator import PRECISIONS, PREPROCESSORS, Estimator
-from .hosts import OPTION_CHECKPOINT, OPTION_PRECISION, POLICIES, detect_host
+from .hosts import OPTION_CHECKPOINT, OPTION_FAMILY, OPTION_PRECISION, POLICIES, detect_host
 from .images import RESOLUTION_DEFAULT, RESOLUTION_MAX, RESOLUTION_MIN
 
 log = logging.getLogger("fiffdepth")
@@ -131,6 +132,10 @@ def add_settings(policy) -> None:
         shared.opts.add_option(OPTION_PRECISION, shared.OptionInfo(
             "auto", "Precision (auto: the WebUI's choice; --no-half forces fp32)", gr.Radio,
             {"choices": list(PRECISIONS)}, section=section))
+        shared.opts.add_option(OPTION_FAMILY, shared.OptionInfo(
+            "auto", "Model family (auto: detected from the checkpoint; Lotus-D, GenPercept and Marigold-E2E-FT "
+            "checkpoints run through the same preprocessors, the filtered pass is FiffDepth's only)", gr.Dropdown,
+            {"choices": list(FAMILY_CHOICES)}, section=section))
 
     on_settings()  # now as well, so the options exist (and the API can set them) without the UI (--nowebui)
     script_callbacks.on_ui_settings(on_settings)

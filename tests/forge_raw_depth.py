@@ -21,8 +21,8 @@ images = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8), size=(100, 150)
 forge = ForgeBackbone.load(checkpoint, "auto")
 reference = load_standalone(checkpoint, dtype=torch.float32)
 out = {"storage_dtype": str(forge.patcher.model.storage_dtype), "computation_dtype": str(forge.dtype),
-       "vae_dtype": str(forge.vae_dtype)}
-for depth_pass in ("detailed", "filtered"):
+       "vae_dtype": str(forge.vae_dtype), "family": forge.family.name}
+for depth_pass in ("detailed", "filtered") if forge.family.filter_pass else ("detailed",):
     config = PredictConfig(processing_resolution=128, depth_pass=depth_pass)
     ours, theirs = predict_depth(forge, images, config), predict_depth(reference, images, config)
     out[depth_pass] = float((ours - theirs).abs().max())

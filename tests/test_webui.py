@@ -96,7 +96,8 @@ def test_registration_names_tags_and_sliders(monkeypatch, tmp_path, host):
     callbacks = mods["modules.script_callbacks"].settings
     callbacks[-1]()
     opts = mods["modules.shared"].opts
-    assert opts.data == {"fiffdepth_checkpoint": "(first found)", "fiffdepth_precision": "auto"}
+    assert opts.data == {"fiffdepth_checkpoint": "(first found)", "fiffdepth_precision": "auto",
+                         "fiffdepth_family": "auto"}
     assert opts.data_labels["fiffdepth_checkpoint"].section == ("fiffdepth", "FiffDepth")
 
 
@@ -191,8 +192,8 @@ def test_model_is_cached_until_checkpoint_or_precision_changes(a1111, monkeypatc
     estimator = preprocessor.model.estimator
     built = []
     original = estimator.policy.build
-    monkeypatch.setattr(estimator.policy, "build", lambda path, precision: built.append((path.name, precision))
-                        or original(path, precision))
+    monkeypatch.setattr(estimator.policy, "build", lambda path, precision, family: built.append(
+        (path.name, precision)) or original(path, precision, family))
     image = rgb_u8(64, 64)
     preprocessor(image, 64)
     made["depth_fiffdepth_filtered"](image, 64)
@@ -236,3 +237,29 @@ def test_a1111_policies_offload_no_half_unload_and_cancel(a1111):
     shared.state.interrupted = True
     with pytest.raises(Exception, match="FiffDepth: interrupted"):
         preprocessor(rgb_u8(), 64)
+
+
+@pytest.mark.parametrize("family", ["lotus", "e2e_ft"])
+def test_other_families_run_through_the_same_preprocessor(a1111, tmp_path, family):
+    """A Lotus-D / Marigold-E2E-FT checkpoint is detected and run as its family (standalone, through the family
+    record); the filtered pass, FiffDepth's only, gives a clear message."""
+    import family_checkpoints
+
+    from fiffdepth_core.families import get_family
+
+    made, mods, _ = a1111
+    checkpoint = getattr(family_checkpoints, f"write_{family}")(tmp_path / "models" / "fiffdepth" / family)
+    mods["modules.shared"].opts.data["fiffdepth_checkpoint"] = family
+    image = rgb_u8(64, 80)
+    hint = made["depth_fiffdepth"](image, 64)
+    backbone = made["depth_fiffdepth"].model.estimator.loaded.backbone
+    expected = {"lotus": "lotus-d", "e2e_ft": "marigold-e2e-ft"}[family]
+    assert backbone.family == get_family(expected)
+    images = torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        depth = predict_depth(load_standalone(checkpoint), images, PredictConfig(processing_resolution=64))
+    reference = np.round(controlnet_depth(depth)[0].numpy() * 255.0).astype(np.uint8)
+    assert np.array_equal(hint[..., 0], reference)
+    with pytest.raises(Exception, match="exists only for FiffDepth checkpoints") as err:
+        made["depth_fiffdepth_filtered"](image, 64)
+    assert err.value.status_code == 422

@@ -174,3 +174,27 @@ def test_forge_txt2img_with_a_depth_fiffdepth_control_unit(tmp_path):
     assert np.array_equal(control_map, hint) and hint.std() > 10
     generated, plain = decode_png(on["images"][0]).astype(int), decode_png(off["images"][0]).astype(int)
     assert np.abs(generated - plain).max() > 0  # the control unit changed the generation
+
+
+@requires("forge")
+@pytest.mark.parametrize("family, name", [("lotus", "lotus-d"), ("e2e_ft", "marigold-e2e-ft"),
+                                          ("genpercept", "genpercept")])
+def test_forge_backend_runs_the_other_families(tmp_path, family, name):
+    """Lotus-D (class label through the LDM UNet's ADM input), Marigold-E2E-FT (zero latent appended) and
+    GenPercept on Forge's backend equal the standalone predictor (raw depth, fp32, 1e-5)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    import family_checkpoints
+    from webui_host import host_paths
+
+    path, python = host_paths("forge")
+    checkpoint = getattr(family_checkpoints, f"write_{family}")(tmp_path / family)
+    script = Path(__file__).with_name("forge_raw_depth.py")
+    result = subprocess.run([python, str(script), str(checkpoint), "--always-cpu"], cwd=path, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    log.info("Forge %s raw depth vs standalone: %s", name, out)
+    assert out["family"] == name and out["detailed"] <= 1e-5 and out["detailed_std"] > 0.01
