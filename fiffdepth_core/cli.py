@@ -1,8 +1,9 @@
 """Command line: ``python -m fiffdepth_core predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH``.
 
-Images of different sizes may be mixed: consecutive images of the same size are batched together. Videos stream
-through :mod:`fiffdepth_core.video_cli`. Every output path is checked before the model loads, so an existing file
-(without ``--overwrite``) stops the run early.
+Images of different sizes may be mixed: consecutive images of the same size are batched together; background
+workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.video_cli`. Every
+output path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run early.
+Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs (:mod:`fiffdepth_core.parallel`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -17,7 +19,9 @@ import torch
 from .families import FAMILY_CHOICES
 from .files import FORMATS, WRITERS, list_images, load_image, output_path, write_png8
 from .image import to_rgb
-from .postprocess import NORMALIZATIONS, colorize, controlnet_depth, whole_run_bounds
+from .parallel import ProcessGroup, WorkerFailedError, from_env, gather_bounds
+from .prefetch import default_workers, image_batches
+from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
 from .predictor import PASSES, PredictConfig, predict_depth
 from .temporal import TEMPORAL_MODES
 from .tiling import TileConfig
@@ -66,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NHWC memory layout for faster convolutions (auto: on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models: the first image of each size "
                    "compiles (about a minute on a GPU), later ones run faster")
+    p.add_argument("--workers", type=int, default=None, help="processes decoding images ahead of the model "
+                   "(default: up to 4 per process, as the cores allow; 0 = decode on the main thread)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
@@ -88,18 +94,8 @@ def _targets(images: list[Path], args) -> dict[Path, dict[str, Path]]:
     return targets
 
 
-def _groups(images: list[Path], batch_size: int):
-    """Consecutive same-size images, at most ``batch_size`` at a time: (paths, [B,3,H,W] tensor)."""
-    paths, tensors = [], []
-    for path in images:
-        rgb = to_rgb(load_image(path)[None])[0]  # [3,H,W]
-        if tensors and (rgb.shape != tensors[0].shape or len(tensors) == batch_size):
-            yield paths, torch.stack(tensors)
-            paths, tensors = [], []
-        paths.append(path)
-        tensors.append(rgb)
-    if tensors:
-        yield paths, torch.stack(tensors)
+def _read_rgb(path: Path) -> torch.Tensor:
+    return to_rgb(load_image(path)[None])[0]  # [3,H,W]
 
 
 def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batch_depths: list) -> None:
@@ -115,6 +111,15 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
 
 
 def run_predict(args) -> int:
+    """One process, or this process's share of a data-parallel job (torchrun / accelerate launch: see
+    :mod:`fiffdepth_core.parallel`)."""
+    processes = from_env()
+    with ProcessGroup(processes, resolve_device(processes.device(args.device))) as group:
+        return _run_predict(args, group)
+
+
+def _run_predict(args, group: ProcessGroup) -> int:
+    processes = group.processes
     found = list_images(args.inputs) + list_videos(args.inputs)
     videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
     if not found:
@@ -123,9 +128,14 @@ def run_predict(args) -> int:
     args.normalization = args.normalization or ("whole_batch" if sequence else "per_image")
     targets = _targets(images, args)
     check_video_targets(videos, args.output_dir, args.format, args.overwrite, {p.stem for p in images})
+    group.barrier()  # every process has checked every output before any process writes one
+    if sequence:  # one aligned clip runs in one process
+        images = images if processes.is_main else []
+    else:  # each process takes its own block (cut at batch boundaries) and its own videos
+        images, videos = processes.shard(images, max(1, args.batch_size)), processes.shard(videos)
     config = PredictConfig(processing_resolution=args.processing_resolution, batch_size=max(1, args.batch_size),
                            depth_pass=args.depth_pass)
-    device = resolve_device(args.device)
+    device = group.device
     unet_dtype, vae_dtype = resolve_dtypes(args.dtype, device)
     from .checkpoint import load_standalone
 
@@ -149,26 +159,34 @@ def run_predict(args) -> int:
         check_memory(batch.shape, run_config, free, backbone.dtype, backbone.vae_dtype)
         return predict_depth(backbone, batch, run_config, fallback=upcast if backbone.dtype != torch.float32 else None)
 
+    quiet = args.quiet or not processes.is_main  # one set of bars: the main process's
+
     def progress(total, unit, desc):  # a bar for the sequence paths
-        return _progress(total, args.quiet, unit, desc)
+        return _progress(total, quiet, unit, desc)
 
     if sequence:
-        run_image_sequence(images, targets, predict, args, progress)
+        if images:
+            run_image_sequence(images, targets, predict, args, progress)
         images = []
-    bar = _progress(len(images), args.quiet)
-    pending = []
-    for paths, batch in _groups(images, args.batch_size or AUTO_GROUP):
+    total = group.sum(len(images))  # the bar counts every process's images
+    bar = group.progress(total, _progress(total, quiet))
+    workers = default_workers(processes.local_world_size) if args.workers is None else args.workers
+    pending, started = [], time.perf_counter()
+    for paths, batch in image_batches(images, _read_rgb, args.batch_size or AUTO_GROUP, workers,
+                                      pin_memory=device.type == "cuda"):
         depths = predict(batch)
         for path, depth in zip(paths, depths):
             _write(path, depth, targets[path], args, pending)
         bar.update(len(paths))
-    bar.close()
-    if pending:  # --normalization whole_batch: one normalisation for the whole run, any image sizes
-        bounds = whole_run_bounds([d for _, d in pending])
+    bar.close()  # the main process waits here until every process's images are done
+    if args.normalization == "whole_batch" and "controlnet" in args.format and not sequence:
+        bounds = gather_bounds(group, [d for _, d in pending])  # one normalisation for the whole run, all sizes
         for target, depth in pending:
             write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=args.overwrite)
-    if images:
-        log.info("wrote %d image(s) x %s to %s", len(images), ", ".join(args.format), args.output_dir)
+    if total and processes.is_main:
+        seconds = time.perf_counter() - started
+        log.info("wrote %d image(s) x %s to %s in %.1f s (%.2f images/s)", total, ", ".join(args.format),
+                 args.output_dir, seconds, total / max(seconds, 1e-9))
     for video in videos:
         run_video(video, predict, args, progress)
     return 0
@@ -201,12 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             raise SystemExit(f"error: --tile-size: {err}") from None
     for flag, value, low in (("--batch-size", args.batch_size, 0), ("--processing-resolution",
-                                                                     args.processing_resolution, 0)):
+                                                                     args.processing_resolution, 0),
+                             ("--workers", 0 if args.workers is None else args.workers, 0)):
         if value < low:
             raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
     try:
         return run_predict(args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError, InsufficientMemoryError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError, InsufficientMemoryError,
+            WorkerFailedError) as err:
         log.error("%s", err)
         return 2
 

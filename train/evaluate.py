@@ -11,6 +11,10 @@ predictions are cached as ``<output>/predictions/<sample id>.npy``, so an interr
 predictions from any method (``<sample id>`` + ``.npy`` / ``.exr`` / ``_depth16.png`` / ``.png``) is scored by
 the same code. Results: ``results.json`` and ``results.md`` (our row beside the published rows), optionally
 ``per_image.csv`` and a gallery of the worst images by AbsRel.
+
+On several GPUs or nodes, launch the same command with ``torchrun --nproc_per_node N`` or ``accelerate launch
+--num_processes N``: each process predicts and scores its own contiguous block of samples, and the main process
+gathers the per-image rows into the same table a single process writes.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ import json  # noqa: E402
 import logging  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
+from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fiffdepth_core.files import json_safe, load_image, read_exr, write_npy, write_png8  # noqa: E402
+from fiffdepth_core.parallel import ProcessGroup, from_env  # noqa: E402
 from fiffdepth_core.metrics import (ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, align, boundary_f1,  # noqa: E402
                                     evaluate_depth, mean_metrics)
 from fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth  # noqa: E402
+from fiffdepth_core.prefetch import decoded, default_workers  # noqa: E402
 from fiffdepth_core.runtime import DTYPES  # noqa: E402
 from train.datasets.eval_sets import (EVAL_SETS, ON_MISSING, DataSource, EvalItem, EvalSet, Sample,  # noqa: E402
                                       drop_missing, load_item, load_samples)
@@ -114,11 +121,14 @@ class FolderPredictor:
         return [self.load(i.sample.id) for i in items]
 
 
-def batches(eval_set: EvalSet, source: DataSource, samples: list[Sample], size: int) -> Iterator[list[EvalItem]]:
-    """Consecutive samples of the same image size, up to ``size`` at a time (``predict_depth`` needs one size)."""
+def batches(eval_set: EvalSet, source: DataSource, samples: list[Sample], size: int,
+            workers: int = 0) -> Iterator[list[EvalItem]]:
+    """Consecutive samples of the same image size, up to ``size`` at a time (``predict_depth`` needs one size),
+    read by ``workers`` background processes (0: on this thread)."""
     pending: list[EvalItem] = []
-    for sample in samples:
-        item = load_item(eval_set, source, sample)
+    for _, item, error in decoded(samples, partial(load_item, eval_set, source), workers):
+        if item is None:
+            raise ValueError(error)
         if pending and (len(pending) == size or pending[0].rgb.shape != item.rgb.shape):
             yield pending
             pending = []
@@ -145,19 +155,24 @@ def score_item(pred: np.ndarray, item: EvalItem, protocol: Protocol) -> dict | N
 
 
 def evaluate_samples(eval_set: EvalSet, source: DataSource, samples: list[Sample], predictor: Predictor,
-                     protocol: Protocol, batch_size: int = 1, progress: bool = True) -> list[dict | None]:
-    """Predict and score every sample in order; returns one metrics dict (or None: no valid pixel) per sample."""
+                     protocol: Protocol, batch_size: int = 1, progress=True, workers: int = 0) -> list[dict | None]:
+    """Predict and score every sample in order; returns one metrics dict (or None: no valid pixel) per sample.
+
+    ``progress``: show a bar (bool), or an object whose ``update(n)`` counts the images (a job-wide counter)."""
     from tqdm.auto import tqdm
 
     rows: list[dict | None] = []
-    with tqdm(total=len(samples), desc=f"eval {eval_set.name}", unit="img", disable=not progress) as bar:
-        for items in batches(eval_set, source, samples, batch_size):
-            for item, pred in zip(items, predictor(items)):
-                row = score_item(pred, item, protocol)
-                if row is None:
-                    log.warning("%s: no valid GT pixel; skipped", item.sample.id)
-                rows.append(row)
-            bar.update(len(items))
+    bar = progress if hasattr(progress, "update") else tqdm(total=len(samples), desc=f"eval {eval_set.name}",
+                                                            unit="img", disable=not progress)
+    for items in batches(eval_set, source, samples, batch_size, workers):
+        for item, pred in zip(items, predictor(items)):
+            row = score_item(pred, item, protocol)
+            if row is None:
+                log.warning("%s: no valid GT pixel; skipped", item.sample.id)
+            rows.append(row)
+        bar.update(len(items))
+    if bar is not progress:
+        bar.close()
     return rows
 
 
@@ -213,6 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--processing-resolution", type=_non_negative, help="long edge; 0 = native (default: the set's)")
     p.add_argument("--depth-pass", choices=PASSES, default="detailed")
     p.add_argument("--batch-size", type=_positive, default=1)
+    p.add_argument("--workers", type=_non_negative, help="processes reading samples ahead of the model (default: "
+                   "up to 4 per process, as the cores allow; 0 = read on the main thread)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", choices=["auto", *DTYPES], default="auto",
                    help="auto: fp32 on CPU, bf16 on GPUs that have it, else fp16")
@@ -226,20 +243,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _make_predictor(args, eval_set: EvalSet, output_dir: Path):
+def _make_predictor(args, eval_set: EvalSet, output_dir: Path, device: torch.device, group: ProcessGroup):
     if args.predictions is not None:
         return FolderPredictor(args.predictions), {"predictions": str(args.predictions.resolve())}
     from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint, load_standalone
-    from fiffdepth_core.runtime import resolve_device, resolve_dtypes
+    from fiffdepth_core.runtime import resolve_dtypes
 
-    device = resolve_device(args.device)
     dtype, vae_dtype = resolve_dtypes(args.dtype, device)
     resolution = eval_set.processing_resolution if args.processing_resolution is None else args.processing_resolution
     config = PredictConfig(processing_resolution=resolution, batch_size=args.batch_size, depth_pass=args.depth_pass)
     meta = {"checkpoint": str(args.checkpoint.resolve()), "dataset": eval_set.name, "dtype": str(dtype),
             "processing_resolution": resolution, "depth_pass": args.depth_pass,
             "weights": fingerprint(inspect_checkpoint(args.checkpoint))}  # a re-export invalidates the cache
-    check_cache(output_dir / "predictions", meta, args.recompute)
+    problem = None
+    if group.processes.is_main:  # one process checks and claims the cache; every process stops if it refuses
+        try:
+            check_cache(output_dir / "predictions", meta, args.recompute)
+        except ValueError as err:
+            problem = str(err)
+    problem = group.gather(problem)[0]
+    if problem:
+        raise ValueError(problem)
     backbone = load_standalone(args.checkpoint, device=device, dtype=dtype, vae_dtype=vae_dtype)
     log.info("loaded %s on %s (%s); processing resolution %s", args.checkpoint, device, dtype, resolution or "native")
     return CheckpointPredictor(backbone, config, output_dir / "predictions", args.recompute), meta
@@ -277,19 +301,32 @@ def main(argv: list[str] | None = None) -> int:
     eval_set = EVAL_SETS[args.dataset]
     args.name = args.name or (args.checkpoint or args.predictions).resolve().name
     output_dir = args.output_dir or Path("eval_results") / eval_set.name / args.name
+    processes = from_env()  # several under torchrun / accelerate launch
+    from fiffdepth_core.runtime import resolve_device
 
-    # 1. The samples: split list (or layout scan), minus missing files; the predictions; --limit.
-    source = DataSource(args.data_root)
-    listed, split = load_samples(eval_set, source, args.split)
-    samples, missing = drop_missing(listed, source, args.on_missing)
-    predictor, origin = _make_predictor(args, eval_set, output_dir)
-    samples, unpredicted = _drop_unpredicted(samples, predictor, args.on_missing)
-    samples = samples[:args.limit] if args.limit else samples
+    device = resolve_device(processes.device(args.device)) if args.checkpoint is not None else torch.device("cpu")
+    with ProcessGroup(processes, device) as group:
+        # 1. The samples: split list (or layout scan), minus missing files; the predictions; --limit.
+        source = DataSource(args.data_root)
+        listed, split = load_samples(eval_set, source, args.split)
+        samples, missing = drop_missing(listed, source, args.on_missing)
+        predictor, origin = _make_predictor(args, eval_set, output_dir, device, group)
+        samples, unpredicted = _drop_unpredicted(samples, predictor, args.on_missing)
+        samples = samples[:args.limit] if args.limit else samples
 
-    # 2. Predict (or read) and score every image; average over images.
-    protocol = Protocol(eval_set.task, args.alignment or eval_set.alignment, eval_set.min_depth, eval_set.max_depth,
-                        eval_set.alignment_max_res)
-    rows = evaluate_samples(eval_set, source, samples, predictor, protocol, args.batch_size, not args.no_progress)
+        # 2. Predict (or read) and score every image, each process its own block; gathered in sample order.
+        protocol = Protocol(eval_set.task, args.alignment or eval_set.alignment, eval_set.min_depth,
+                            eval_set.max_depth, eval_set.alignment_max_res)
+        workers = default_workers(processes.local_world_size) if args.workers is None else args.workers
+        bar = _progress_bar(len(samples), eval_set, not args.no_progress and processes.is_main)
+        progress = group.progress(len(samples), bar)
+        mine = evaluate_samples(eval_set, source, processes.shard(samples, args.batch_size), predictor, protocol, args.batch_size,
+                                progress, workers)
+        progress.close()
+        rows = [row for part in group.gather(mine) for row in part]
+        cache_counts = group.gather((getattr(predictor, "computed", 0), getattr(predictor, "reused", 0)))
+    if not processes.is_main:
+        return 0
     counts = {"listed": len(listed), "missing_files": len(missing), "missing_predictions": len(unpredicted)}
     results = _results(args, eval_set, protocol, predictor, origin, split, rows, counts)
 
@@ -303,10 +340,19 @@ def main(argv: list[str] | None = None) -> int:
         write_gallery(output_dir / "gallery", worst, eval_set, source, predictor, protocol)
     json_path, md_path = write_results(output_dir, results)
     if isinstance(predictor, CheckpointPredictor):
-        log.info("predictions: %d computed, %d reused from the cache", predictor.computed, predictor.reused)
+        log.info("predictions: %d computed, %d reused from the cache", sum(c for c, _ in cache_counts),
+                 sum(r for _, r in cache_counts))
     log.info("wrote %s and %s", json_path, md_path)
     sys.stdout.write(md_path.read_text())
     return 0
+
+
+def _progress_bar(total: int, eval_set: EvalSet, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"eval {eval_set.name}", unit="img")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ as float16 ``LABEL_DIR/<image id>.npy`` (ids as in ``train/datasets/image_source
 ``train/datasets/real_photos.py`` reads. Resumable: images whose label exists are skipped; labels are written
 atomically, so an interrupted run never leaves a half-written file. Unreadable images are skipped and counted.
 Depth Anything V2 Base/Large/Giant weights are CC-BY-NC-4.0 (Small is Apache-2.0).
+
+On several GPUs or nodes, launch it with ``torchrun --nproc_per_node N`` or ``accelerate launch --num_processes N``
+(same arguments): each process labels its own contiguous block of the image list, and the progress bar and the
+final counts cover the whole job. A relaunch skips the labels any earlier run finished.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from fiffdepth_core.parallel import ProcessGroup, from_env  # noqa: E402
+from fiffdepth_core.prefetch import decoded, default_workers  # noqa: E402
 from train.datasets.common import SKIPPABLE  # noqa: E402
 from train.datasets.image_sources import ImageRef, index_images, label_path, read_image, save_label  # noqa: E402
 
@@ -69,46 +75,73 @@ def predict_disparity(processor, network, images: list[torch.Tensor]) -> list[np
     return results  # type: ignore[return-value]
 
 
-def _decode(refs: list[ImageRef]) -> tuple[list[ImageRef], list[torch.Tensor], int]:
+def _read(ref: ImageRef) -> torch.Tensor:
+    try:
+        return read_image(ref)
+    except SKIPPABLE as err:
+        raise ValueError(f"{ref.id} ({ref.path}): {err}") from None
+
+
+def _chunks(refs: list[ImageRef], batch_size: int, workers: int):
+    """``(readable refs, their images, unreadable count)`` per ``batch_size`` refs, read ahead by ``workers``."""
     good, images, bad = [], [], 0
-    for ref in refs:
-        try:
-            images.append(read_image(ref))
-            good.append(ref)
-        except SKIPPABLE as err:
-            logger.warning("skipping unreadable image %s (%s): %s", ref.id, ref.path, err)
+    for count, (ref, image, error) in enumerate(decoded(refs, _read, workers), start=1):
+        if image is None:
+            logger.warning("skipping unreadable image %s", error)
             bad += 1
-    return good, images, bad
+        else:
+            good.append(ref)
+            images.append(image)
+        if count % batch_size == 0 or count == len(refs):
+            yield good, images, bad
+            good, images, bad = [], [], 0
 
 
 def make_labels(images, out, model: str = DEFAULT_MODEL, batch_size: int = 8, device: str | None = None,
-                dtype: str | None = None, overwrite: bool = False) -> dict[str, int]:
-    """Write missing labels; returns counts ``written``, ``existing`` (skipped) and ``corrupt`` (unreadable)."""
+                dtype: str | None = None, overwrite: bool = False, workers: int | None = None) -> dict[str, int]:
+    """Write missing labels; returns counts ``written``, ``existing`` (skipped) and ``corrupt`` (unreadable).
+
+    Under torchrun / ``accelerate launch`` each process labels its own block of the images and the counts are the
+    whole job's (on every process)."""
     if int(batch_size) < 1:
         raise ValueError(f"`--batch-size` must be >= 1, got {batch_size}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if workers is not None and int(workers) < 0:
+        raise ValueError(f"`--workers` must be >= 0, got {workers}")
+    processes = from_env()
+    device = processes.device(device or "auto")
+    device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     dtype = dtype or ("float16" if str(device).startswith("cuda") else "float32")
     if dtype not in DTYPES:
         raise ValueError(f"`--dtype` must be one of {sorted(DTYPES)}, got {dtype!r}")
     out = Path(out)
     refs = index_images(images)
-    todo = [ref for ref in refs if overwrite or not label_path(out, ref).exists()]
-    stats = {"written": 0, "existing": len(refs) - len(todo), "corrupt": 0}
-    logger.info("%d images, %d labels already cached, %d to compute", len(refs), stats["existing"], len(todo))
-    if not todo:
-        return stats
-    processor, network = load_teacher(model, torch.device(device), DTYPES[dtype])
-    from tqdm import tqdm
+    mine = processes.shard(refs, align=int(batch_size))  # split, then skip: never judge another's fresh labels
+    todo = [ref for ref in mine if overwrite or not label_path(out, ref).exists()]
+    workers = default_workers(processes.local_world_size) if workers is None else int(workers)
+    with ProcessGroup(processes, device) as group:
+        counts = group.gather((len(mine) - len(todo), len(todo)))
+        existing, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        if processes.is_main:
+            logger.info("%d images, %d labels already cached, %d to compute", len(refs), existing, total)
+        stats = {"written": 0, "existing": len(mine) - len(todo), "corrupt": 0}
+        bar = None
+        if processes.is_main and total:
+            from tqdm import tqdm
 
-    with tqdm(total=len(todo), desc="pseudo labels", unit="img") as progress:
-        for start in range(0, len(todo), int(batch_size)):
-            chunk = todo[start:start + int(batch_size)]
-            good, decoded, bad = _decode(chunk)
-            stats["corrupt"] += bad
-            for ref, disparity in zip(good, predict_disparity(processor, network, decoded) if good else []):
-                stats["written"] += save_label(label_path(out, ref), disparity, overwrite=overwrite)
-            progress.update(len(chunk))
-    logger.info("labels written: %(written)d, already there: %(existing)d, unreadable images: %(corrupt)d", stats)
+            bar = tqdm(total=total, desc="pseudo labels", unit="img")
+        progress = group.progress(total, bar)
+        if todo:
+            processor, network = load_teacher(model, torch.device(device), DTYPES[dtype])
+            for good, decoded_images, bad in _chunks(todo, int(batch_size), workers):
+                stats["corrupt"] += bad
+                for ref, disparity in zip(good, predict_disparity(processor, network, decoded_images) if good else []):
+                    stats["written"] += save_label(label_path(out, ref), disparity, overwrite=overwrite)
+                progress.update(len(good) + bad)
+        progress.close()
+        stats = {key: sum(s[key] for s in group.gather(stats)) for key in stats}
+    if processes.is_main:
+        logger.info("labels written: %(written)d, already there: %(existing)d, unreadable images: %(corrupt)d",
+                    stats)
     return stats
 
 
@@ -120,6 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: float16 on cuda, else float32")
+    parser.add_argument("--workers", type=int, default=None, help="processes reading images ahead of the teacher "
+                        "(default: up to 4 per process, as the cores allow; 0 = read on the main thread)")
     parser.add_argument("--overwrite", action="store_true", help="recompute labels that already exist")
     return parser.parse_args(argv)
 
@@ -127,7 +162,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, int]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    return make_labels(args.images, args.out, args.model, args.batch_size, args.device, args.dtype, args.overwrite)
+    return make_labels(args.images, args.out, args.model, args.batch_size, args.device, args.dtype, args.overwrite,
+                       args.workers)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import tarfile
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class DataSource:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self._members = None
+        self._pid = os.getpid()
         if self.root.is_file() and tarfile.is_tarfile(self.root):
             self._tar = tarfile.open(self.root)
             self._members = {_strip(m.name): m for m in self._tar.getmembers() if m.isfile()}
@@ -114,6 +116,8 @@ class DataSource:
 
     def read(self, rel: str) -> bytes:
         if self._members is not None:
+            if self._pid != os.getpid():  # a reader process forked from this one: its own file position
+                self._tar, self._pid = tarfile.open(self.root), os.getpid()
             return self._tar.extractfile(self._members[rel]).read()
         return (self.root / rel).read_bytes()
 
