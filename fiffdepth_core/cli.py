@@ -178,14 +178,14 @@ def _run_predict(args, group: ProcessGroup) -> int:
         for path, depth in zip(paths, depths):
             _write(path, depth, targets[path], args, pending)
         bar.update(len(paths))
-    bar.close()  # the main process waits here until every process's images are done
+    bar.close()  # every process waits here until all images of the job are done
     if args.normalization == "whole_batch" and "controlnet" in args.format and not sequence:
         bounds = gather_bounds(group, [d for _, d in pending])  # one normalisation for the whole run, all sizes
         for target, depth in pending:
             write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=args.overwrite)
     if total and processes.is_main:
         seconds = time.perf_counter() - started
-        log.info("wrote %d image(s) x %s to %s in %.1f s (%.2f images/s)", total, ", ".join(args.format),
+        log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", total, ", ".join(args.format),
                  args.output_dir, seconds, total / max(seconds, 1e-9))
     for video in videos:
         run_video(video, predict, args, progress)

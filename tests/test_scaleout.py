@@ -97,28 +97,6 @@ def test_predict_two_processes_equal_one(photos, tiny_checkpoint, tmp_path):
     assert owners == {"p0": "0", "p1": "0", "p2": "0", "p3": "0", "p4": "1", "p5": "1", "p6": "1"}  # ... by its owner
 
 
-def test_predict_killed_halfway_resumes_without_redoing_finished_images(photos, tiny_checkpoint, tmp_path):
-    launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, tmp_path / "one", "--workers", "0"), tmp_path,
-           processes=1)
-    out = tmp_path / "two"
-    # Rank 1 (p4..p6) dies while writing the 16-bit PNG of its second image: p5 is left with its .npy only.
-    launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, out), tmp_path,
-             patch="fiffdepth_core.files:write_png16:1:1", expect_ok=False)
-    before = stamps(out, "p*")
-    assert "p4.npy" in before and "p4_depth16.png" in before and "p6.npy" not in before
-    assert "p5.npy" in before and "p5_depth16.png" not in before
-    complete = {f"p{i}" for i in range(7) if {f"p{i}.npy", f"p{i}_depth16.png"} <= set(before)}
-    finished = {name: stamp for name, stamp in before.items() if name.split("_")[0].split(".")[0] in complete}
-    _, calls = launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, out, "--skip-existing"), tmp_path,
-                        patch="fiffdepth_core.files:write_npy,fiffdepth_core.files:write_png16")
-    after = stamps(out, "p*")
-    assert {name: after[name] for name in finished} == finished  # finished files untouched: same inode and time
-    redone = sorted(Path(path).name for _, _, path in calls)
-    assert set(redone).isdisjoint(finished) and "p6.npy" in redone and "p5_depth16.png" in redone
-    one, two = tree(tmp_path / "one", "p*"), tree(out, "p*")
-    assert sorted(two) == sorted(one) and all(one[name] == two[name] for name in one)
-
-
 # -- train/pseudo_labels.py ----------------------------------------------------------------------------------------
 def test_pseudo_labels_two_processes_equal_one_and_resume(photos, tmp_path):
     teacher = write_tiny_depth_anything(tmp_path / "teacher")
@@ -174,3 +152,19 @@ def test_evaluate_two_processes_equal_one_and_resume(tiny_checkpoint, tmp_path):
     assert tree(out / "predictions", "*.npy") == tree(tmp_path / "one" / "predictions", "*.npy")
     assert result.stdout.count("| **tiny** |") == 1  # one table, printed by the main process only
     assert np.isfinite(two["metrics"]["abs_rel"])
+
+
+# -- benchmarks/bench_folder.py ------------------------------------------------------------------------------------
+def test_folder_benchmark_figures_are_consistent(tmp_path):
+    command = [sys.executable, "benchmarks/bench_folder.py", "--images", "6", "--size", "32x48", "--runs", "1:0,2:1",
+               "--processing-resolution", "64", "--out", str(tmp_path), "--name", "smoke"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "smoke.json").read_text())
+    assert [(r["processes"], r["workers"]) for r in figures["runs"]] == [(1, "0"), (2, "1")]
+    for run in figures["runs"]:
+        assert run["images"] == 6 and run["wall_seconds"] > run["loop_seconds"] > 0
+        assert 6 / run["images_per_second"] == pytest.approx(run["loop_seconds"], abs=0.006)  # logged to 0.01 s
+    assert figures["decode_share"] == pytest.approx(figures["decode_seconds"] / figures["runs"][0]["loop_seconds"])
+    assert "| 2 | 1 |" in (tmp_path / "smoke.md").read_text() and "| 2 | 1 |" in result.stdout
