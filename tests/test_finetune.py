@@ -127,7 +127,7 @@ def test_two_process_data_parallel_run(tmp_path):
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
-    assert (checkpoint / "random_states_0.pkl").is_file() and (checkpoint / "random_states_1.pkl").is_file()
+    assert (checkpoint / "rng_0.safetensors").is_file() and (checkpoint / "rng_1.safetensors").is_file()
     backbone = load_standalone(tmp_path / "run" / "export")
     with torch.inference_mode():
         depth = predict_depth(backbone, torch.rand(1, 3, 32, 32), PredictConfig(processing_resolution=0))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from .config_schema import check_list, check_optional, check_types, is_number, load_yaml, unknown_keys
+
 DEFAULTS = {
     "model": {"pretrained": None, "random_geometry": None, "seed": 0,
               "vae_warmup": {"steps": 0, "batch_size": 4, "lr": 2.0e-3, "seed": 0}},
@@ -59,7 +61,10 @@ def _read(path: Path, seen: tuple = ()) -> dict:
         raise ConfigError(f"config file not found: {path}")
     if path.resolve() in seen:
         raise ConfigError(f"config {path} includes itself through base_config")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = load_yaml(path.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
     merged: dict = {}
@@ -92,7 +97,11 @@ def apply_override(config: dict, assignment: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: `{key}` is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = load_yaml(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {dotted}: the value {raw!r} is not valid YAML ({' '.join(str(err).split())})") \
+            from None
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
@@ -109,7 +118,31 @@ def _need(condition: bool, key: str, allowed: str, value) -> None:
         raise ConfigError(f"`{key}` must be {allowed}, got {value!r}")
 
 
+def check_schema(config: dict) -> None:
+    """Every value has its default's type; keys whose default is null or a list are checked one by one."""
+    problems = check_types(config, DEFAULTS)
+    problems += check_optional(config, "model.pretrained", (str,), "a folder or hub id, or null")
+    problems += check_optional(config, "model.random_geometry", (str,), "tiny, sd2 or null")
+    problems += check_optional(config, "validation.dataset", (dict,), "null or a dataset spec")
+    if not problems:
+        o, t = config["optim"], config["train"]
+        problems += check_list(o["betas"], "optim.betas", 2, lambda b: is_number(b) and 0 <= b < 1,
+                               "[beta1, beta2], numbers in [0, 1)")
+        problems += check_list(t["trackers"], "train.trackers", None, lambda x: isinstance(x, str),
+                               "a list of tracker names, e.g. [tensorboard] (or [])")
+        for key, low in (("optim.eps", 0.0), ("optim.weight_decay", 0.0), ("optim.max_grad_norm", 0.0),
+                         ("data.num_workers", 0), ("loss.gm_scales", 1), ("validation.log_images", 0)):
+            section, leaf = key.split(".")
+            value = config[section][leaf]
+            if value < low or (key == "optim.eps" and value <= 0) or (key == "loss.gm_scales" and value > 8):
+                problems.append(f"`{key}` must be {'> 0' if key == 'optim.eps' else f'>= {low}'}"
+                                f"{' and <= 8' if key == 'loss.gm_scales' else ''}, got {value!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def validate(config: dict) -> dict:
+    check_schema(config)
     m, d, t, o, v = config["model"], config["data"], config["train"], config["optim"], config["validation"]
     _need(bool(m["pretrained"]) != bool(m["random_geometry"]), "model.pretrained / model.random_geometry",
           "exactly one of: a diffusers SD2 folder or hub id / a random geometry (tiny, sd2)",
@@ -159,6 +192,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     config = _read(Path(path))
     for assignment in overrides:
         apply_override(config, assignment)
+    unknown = unknown_keys(config, DEFAULTS)
+    if unknown:
+        raise ConfigError("; ".join(unknown))
     return validate(_merge(DEFAULTS, _expand(config)))
 
 

@@ -105,17 +105,18 @@ def train(config: dict, args, accelerator, run: RunFolder) -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(ocfg))  # stepped once per optimizer step
     ema = trainable_setup(unet, tcfg, accelerator)
     objective, optimizer = accelerator.prepare(objective, optimizer)
-    accelerator.register_for_checkpointing(schedule)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+    parts = (objective, optimizer, schedule, ema)  # the training state a checkpoint holds
     vae.to(accelerator.device)
+    if accelerator.is_main_process and not args.resume:
+        run.record(config)  # the config validated and the models built: the folder now holds this run
+    accelerator.wait_for_everyone()
     state = {"best_abs_rel": math.inf, "best_step": None}
     if args.resume:
         checkpoint = run.resolve(args.resume)
         run.set_aside_later(checkpoint, accelerator)
-        state = run.load(accelerator, checkpoint)
+        state = run.load(accelerator, checkpoint, parts)
         if ema is not None:
-            ema.to(accelerator.device)  # accelerate restores custom state on the CPU
+            ema.to(accelerator.device)  # the state is read onto the CPU
         log.info("resumed from step %d", state["step"])
     start, accum = state.get("step", 0), tcfg["grad_accum"]
     synthetic_loader, real_loader = build_loaders(config, datasets, accelerator, start * accum)
@@ -155,11 +156,11 @@ def train(config: dict, args, accelerator, run: RunFolder) -> dict:
                 state = _validate_and_keep_best(plain, val_items, val_config, state, step, telemetry, ema, unet,
                                                 config, run, base_dir, accelerator)
             if step % tcfg["checkpoint_every"] == 0 or step == tcfg["max_steps"]:
-                run.save(accelerator, step, state, tcfg["keep_checkpoints"])
+                run.save(accelerator, step, state, tcfg["keep_checkpoints"], parts)
     except KeyboardInterrupt:
         if not run.has(step):
             log.warning("interrupted at step %d: saving a checkpoint before exiting", step)
-            run.save(accelerator, step, state, tcfg["keep_checkpoints"])
+            run.save(accelerator, step, state, tcfg["keep_checkpoints"], parts)
         raise
     finally:
         telemetry.close()
@@ -216,22 +217,25 @@ def main(argv=None) -> dict:
     run = RunFolder(args.output_dir)
     accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"], log_with=tcfg["trackers"] or None,
                               project_dir=str(run.path / "logs"))
-    if accelerator.is_main_process:
-        run.claim(config, resuming=bool(args.resume))
-    accelerator.wait_for_everyone()
-    torch.manual_seed(tcfg["seed"])
-    log.info("config:\n%s", "\n".join(f"  {k} = {v}" for k, v in flatten(config).items()))
     try:
+        if accelerator.is_main_process:
+            run.lock()  # held until this process ends: a second run on the folder stops here
+            run.check(config, resuming=bool(args.resume))
+        accelerator.wait_for_everyone()
+        torch.manual_seed(tcfg["seed"])
+        log.info("config:\n%s", "\n".join(f"  {k} = {v}" for k, v in flatten(config).items()))
         return train(config, args, accelerator, run)
     finally:
+        run.unlock()
         accelerator.end_training()  # also tears down the process group of a multi-process run
 
 
 if __name__ == "__main__":
-    from train.config import ConfigError
+    from train.run_folder import RunFolderError
 
     try:
         main()
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, RunFolderError, OSError) as error:
+        log.debug("traceback", exc_info=True)  # in the log at --log-level DEBUG
         log.error("%s", error)
         sys.exit(2)

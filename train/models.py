@@ -7,6 +7,7 @@ use). The trainable UNet stays in fp32 (autocast runs it in bf16/fp16); the froz
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -59,7 +60,11 @@ def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
     model = config["model"]
     if model["random_geometry"]:
         base = run_path / "base_model"
-        if accelerator.is_main_process and not (base / "model_index.json").is_file():
+        recipe = json.dumps({k: model[k] for k in ("random_geometry", "seed", "vae_warmup")} |
+                            {"size": config["data"]["size"]}, sort_keys=True)
+        made = base / "recipe.json"
+        stale = made.is_file() and made.read_text() != recipe  # left by a start that failed with other settings
+        if accelerator.is_main_process and (stale or not (base / "model_index.json").is_file()):
             from fiffdepth_core.architectures import write_random_pipeline
 
             partial = run_path / "base_model.partial"  # renamed when complete: an interrupted build is redone
@@ -67,6 +72,9 @@ def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
             write_random_pipeline(partial, geometry=model["random_geometry"], seed=model["seed"])
             if model["vae_warmup"]["steps"] > 0:
                 fit_stand_in_vae(partial, model["vae_warmup"], config["data"]["size"])
+            (partial / "recipe.json").write_text(recipe)
+            if stale:
+                shutil.rmtree(base)
             partial.rename(base)
         accelerator.wait_for_everyone()
         return base

@@ -3,48 +3,97 @@
 Layout::
 
     RUN/config.yaml                   the resolved config (written once; a resume must match it)
-    RUN/checkpoints/step-00001000/    accelerate state (UNet, optimizer, LR schedule, EMA, RNG) + trainer.json
+    RUN/checkpoints/step-00001000/    UNet, optimizer, LR schedule, EMA, RNG (safetensors/JSON) + trainer.json
     RUN/best/                         the best validated model, official diffusers layout
     RUN/export/                       the final model, official diffusers layout (+ fiffdepth.safetensors bundle)
     RUN/logs/                         TensorBoard
+    RUN/.lock                         held (OS file lock) by the process training in this folder; holds its pid
+
+``config.yaml`` is written only once the config has validated and the models have built, so a start that fails
+leaves a folder that a plain rerun can use. ``best`` and ``export`` are written beside their final place and
+swapped in whole, so a crash mid-export never leaves parts of two different models together.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import yaml
 
 from .config import config_differences
+from .train_state import load_training_state, read_trainer_json, save_training_state
 
 log = logging.getLogger(__name__)
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used: another process holds it, or it is not a run of this config."""
 
 
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
+        self._lock = None
 
-    def claim(self, config: dict, resuming: bool) -> None:
-        """Create the run folder and save the config; on resume, refuse a config that differs."""
+    def lock(self) -> None:
+        """Hold an OS file lock on ``RUN/.lock`` for the life of this process (released when it exits)."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no fcntl; the lock is advisory anyway
+            log.warning("no file locking on this platform: make sure only one run uses %s", self.path)
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunFolderError(f"{self.path} is in use by another training process (pid {holder}); wait for it "
+                                 "to finish (or stop it), or choose another --output-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the lock
+            self._lock = None
+
+    def check(self, config: dict, resuming: bool) -> None:
+        """Refuse, before anything is written: reuse without --resume, --resume of a config-less folder, a resume
+        with another experiment config."""
         saved = self.path / "config.yaml"
         if saved.is_file():
-            previous = yaml.safe_load(saved.read_text())
+            try:
+                previous = yaml.safe_load(saved.read_text())
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+                raise RunFolderError(f"cannot read {saved}: {err}") from None
             if not resuming:
                 raise FileExistsError(f"{self.path} already holds a run; pass --resume latest to continue it or "
                                       "choose another --output-dir")
-            changed = config_differences(previous, config)
+            changed = config_differences(previous if isinstance(previous, dict) else {}, config)
             if changed:
                 raise ValueError(f"cannot resume {self.path}: it was trained with another config:\n  "
                                  + "\n  ".join(changed) + "\n(only run-control keys such as train.max_steps may "
                                  "change on resume)")
         elif resuming:
             raise FileNotFoundError(f"--resume: {self.path} holds no run (no config.yaml)")
-        self.path.mkdir(parents=True, exist_ok=True)
-        saved.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def record(self, config: dict) -> None:
+        """Save the resolved config (once the models have built): from now on the folder holds this run."""
+        from fiffdepth_core.files import write_atomic
+
+        text = yaml.safe_dump(config, sort_keys=False)
+        write_atomic(self.path / "config.yaml", lambda tmp: tmp.write_text(text), overwrite=True)
 
     def folder(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:08d}"
@@ -85,24 +134,51 @@ class RunFolder:
             log.warning("resumed from %s: moved %d later checkpoint(s) to %s", folder.name, len(later), aside)
         accelerator.wait_for_everyone()
 
-    def save(self, accelerator, step: int, state: dict, keep: int) -> Path:
-        """Save accelerate's state and ours (trainer.json last: its presence marks a complete checkpoint)."""
+    def save(self, accelerator, step: int, state: dict, keep: int, parts: tuple) -> Path:
+        """Save the training state ``parts`` = (model, optimizer, scheduler, ema) and ours (trainer.json last:
+        its presence marks a complete checkpoint)."""
+        from fiffdepth_core.files import write_atomic
+
         folder = self.folder(step)
         if accelerator.is_main_process:
             (folder / "trainer.json").unlink(missing_ok=True)  # incomplete until the new trainer.json lands
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(folder))
+        save_training_state(folder, accelerator, *parts)
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (folder / "trainer.json").write_text(json.dumps({**state, "step": step}, indent=2))
+            text = json.dumps({**state, "step": step}, indent=2)
+            write_atomic(folder / "trainer.json", lambda tmp: tmp.write_text(text), overwrite=True)
             for old in sorted(self.checkpoints.glob("step-*"))[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
         return folder
 
     @staticmethod
-    def load(accelerator, folder: Path) -> dict:
-        accelerator.load_state(str(folder))
-        return json.loads((folder / "trainer.json").read_text())
+    def load(accelerator, folder: Path, parts: tuple) -> dict:
+        state = read_trainer_json(folder)
+        load_training_state(folder, accelerator, *parts)
+        return state
+
+
+def swap_in(build, final: Path) -> Path:
+    """Run ``build(tmp)`` on a sibling temporary folder, then swap it in for ``final`` (old aside, new in, old
+    removed): readers see the old folder or the new one, never a mix."""
+    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        build(tmp)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            old.rename(final)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def export_model(unet, vae, embed, out_dir: Path, base_dir: Path | None, single_file: bool, dtype) -> Path:
@@ -111,8 +187,12 @@ def export_model(unet, vae, embed, out_dir: Path, base_dir: Path | None, single_
 
     text_dir = base_dir / "text_encoder" if base_dir is not None and (base_dir / "text_encoder").is_dir() else None
     tok_dir = base_dir / "tokenizer" if base_dir is not None and (base_dir / "tokenizer").is_dir() else None
-    export_diffusers(out_dir, unet, vae, embed, text_dir, tok_dir, dtype=dtype, overwrite=True)
-    if single_file:
-        export_bundle(out_dir / "fiffdepth.safetensors", unet, vae, embed, dtype=dtype, overwrite=True)
+
+    def build(folder: Path) -> None:
+        export_diffusers(folder, unet, vae, embed, text_dir, tok_dir, dtype=dtype, overwrite=True)
+        if single_file:
+            export_bundle(folder / "fiffdepth.safetensors", unet, vae, embed, dtype=dtype, overwrite=True)
+
+    swap_in(build, out_dir)
     log.info("exported %s", out_dir)
     return out_dir
