@@ -4,11 +4,15 @@ Images of different sizes may be mixed: consecutive images of the same size are 
 workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.video_cli`. Every
 output path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run early.
 Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs (:mod:`fiffdepth_core.parallel`).
+Before the model loads, every input's header is read (unreadable or oversized files are reported together) and an
+output that would replace an input stops the run (:mod:`fiffdepth_core.inputs`, :mod:`fiffdepth_core.outputs`).
+Errors end in one line; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -17,18 +21,20 @@ from pathlib import Path
 import torch
 
 from .families import FAMILY_CHOICES
-from .files import FORMATS, WRITERS, list_images, load_image, output_path, write_png8
+from .files import FORMATS, WRITERS, load_image, write_png8
 from .image import to_rgb
+from .inputs import check_decode, pixel_limit, prescan
+from .outputs import (Manifest, OutputError, OutputWriteError, check_writable, list_inputs, plan_outputs,
+                      write_skipped_summary)
 from .parallel import ProcessGroup, WorkerFailedError, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
-from .predictor import PASSES, PredictConfig, predict_depth
+from .predictor import PASSES, NonFiniteOutputError, PredictConfig, predict_depth
 from .temporal import TEMPORAL_MODES
 from .tiling import TileConfig
 from .video_cli import check_video_targets, run_image_sequence, run_video
-from .video import is_video, list_videos
-from .runtime import (DTYPES, InsufficientMemoryError, check_memory, free_memory, plan_config, resolve_device,
-                      resolve_dtypes)
+from .video import is_video, list_videos, probe_video
+from .runtime import DTYPES, check_memory, free_memory, plan_config, resolve_device, resolve_dtypes
 
 log = logging.getLogger("fiffdepth")
 AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory
@@ -72,42 +78,89 @@ def build_parser() -> argparse.ArgumentParser:
                    "compiles (about a minute on a GPU), later ones run faster")
     p.add_argument("--workers", type=int, default=None, help="processes decoding images ahead of the model "
                    "(default: up to 4 per process, as the cores allow; 0 = decode on the main thread)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    p.add_argument("--skip-existing", action="store_true", help="skip images whose outputs all exist (resume a "
+                   "half-done folder)")
+    p.add_argument("--on-error", default="stop", choices=("stop", "skip"), help="an unreadable input: stop before "
+                   "the model loads (default), or skip it and list it in fiffdepth_skipped.txt at the end")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this "
+                   "(default: Pillow's limit, about 89.5 million, or $FIFFDEPTH_MAX_PIXELS; 0 = no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
 
 
-def _targets(images: list[Path], args) -> dict[Path, dict[str, Path]]:
-    targets, seen = {}, {}
-    for image in images:
-        if image.stem in seen:
-            raise SystemExit(f"error: two inputs share the name {image.stem!r} ({seen[image.stem]} and {image}); "
-                             "their outputs would collide — run them into different --output-dir folders")
-        seen[image.stem] = image
-        targets[image] = {fmt: output_path(args.output_dir, image.stem, fmt) for fmt in args.format}
-    if not args.overwrite:
-        existing = [str(p) for paths in targets.values() for p in paths.values() if p.exists()]
-        if existing:
-            more = f" (and {len(existing) - 10} more)" if len(existing) > 10 else ""
-            raise SystemExit(f"error: {len(existing)} output file(s) already exist, e.g. {', '.join(existing[:10])}"
-                             f"{more}; pass --overwrite to replace them")
-    return targets
+class InputsError(ValueError):
+    """Some inputs cannot be read (each was logged above the final line)."""
 
 
-def _read_rgb(path: Path) -> torch.Tensor:
-    return to_rgb(load_image(path)[None])[0]  # [3,H,W]
 
 
-def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batch_depths: list) -> None:
+
+
+def _read_rgb(path: Path, headers: dict, max_pixels: int | None) -> torch.Tensor:
+    """One input as ``[3,H,W]`` (in a decoding worker): its decode checked against free memory first."""
+    check_decode(headers[path], free_memory(torch.device("cpu")), path)
+    return to_rgb(load_image(path, max_pixels)[None])[0]  # [3,H,W]
+
+
+def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batch_depths: list, replaceable: set,
+           manifest: Manifest) -> None:
     for fmt, target in targets.items():
-        if fmt in WRITERS:
-            WRITERS[fmt](target, depth, overwrite=args.overwrite)
-        elif fmt == "color":
-            write_png8(target, colorize(depth[None])[0], overwrite=args.overwrite)
-        elif fmt == "controlnet" and args.normalization == "per_image":
-            write_png8(target, controlnet_depth(depth[None])[0], overwrite=args.overwrite)
+        overwrite = args.overwrite or target in replaceable
+        try:
+            if fmt in WRITERS:
+                WRITERS[fmt](target, depth, overwrite=overwrite)
+            elif fmt == "color":
+                write_png8(target, colorize(depth[None])[0], overwrite=overwrite)
+            elif fmt == "controlnet" and args.normalization == "per_image":
+                write_png8(target, controlnet_depth(depth[None])[0], overwrite=overwrite)
+            else:
+                continue
+        except OSError as err:
+            raise OutputWriteError(f"cannot write {target}: {err.strerror or err}; the outputs written so far are complete "
+                              "(rerun with --skip-existing to continue)") from err
+        manifest.record(target)
     if "controlnet" in targets and args.normalization == "whole_batch":
         batch_depths.append((targets["controlnet"], depth))
+
+
+def _check_inputs(args) -> tuple[list[Path], list[Path], dict, list]:
+    """Every input listed and every image's header read before the model loads: (images, videos, headers,
+    failures skipped under --on-error skip)."""
+    found = list_inputs(args.inputs) + list_videos(args.inputs)
+    if not found:
+        raise SystemExit("error: no images or videos found in " + ", ".join(args.inputs))
+    videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
+    headers, failures = prescan(images, args.max_pixels)
+    failures += _check_videos(videos, args.max_pixels)
+    if failures and args.on_error == "stop":
+        for _, reason in failures:
+            log.error("%s", reason)
+        raise InputsError(f"{len(failures)} of {len(found)} input(s) cannot be used (listed above); nothing was "
+                          "loaded or written: fix or remove them, or pass --on-error skip to process the rest")
+    for _, reason in failures:
+        log.warning("skipping %s", reason)
+    bad = {p for p, _ in failures}
+    return [p for p in images if p in headers], [p for p in videos if p not in bad], headers, failures
+
+
+def _check_videos(videos: list[Path], max_pixels: int | None) -> list[tuple[Path, str]]:
+    """Each video's frame size from its container header, against the same pixel limit as images."""
+    failures, limit = [], pixel_limit(max_pixels)
+    for video in videos:
+        try:
+            info = probe_video(video)
+        except ImportError:
+            return failures  # no PyAV: the run itself says so, once
+        except (ValueError, OSError) as err:
+            failures.append((video, str(err)))
+            continue
+        if limit and info.width * info.height > limit:
+            failures.append((video, f"video {video} has {info.width}x{info.height} frames = "
+                                    f"{info.width * info.height / 1e6:.1f} megapixels, above the limit of "
+                                    f"{limit / 1e6:.1f} megapixels (raise it with --max-pixels N)"))
+    return failures
 
 
 def run_predict(args) -> int:
@@ -120,14 +173,22 @@ def run_predict(args) -> int:
 
 def _run_predict(args, group: ProcessGroup) -> int:
     processes = group.processes
-    found = list_images(args.inputs) + list_videos(args.inputs)
-    videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
-    if not found:
-        raise SystemExit("error: no images or videos found in " + ", ".join(args.inputs))
+    images, videos, headers, failures = _check_inputs(args)
     sequence = args.temporal == "align" and len(images) > 1  # the images are the frames of one clip
     args.normalization = args.normalization or ("whole_batch" if sequence else "per_image")
-    targets = _targets(images, args)
+    if args.skip_existing and args.normalization == "whole_batch":
+        raise OutputError("--skip-existing cannot be combined with --normalization whole_batch or --temporal align: "
+                          "one normalisation for the whole run needs every image of it")
+    output_dir = Path(args.output_dir)
+    targets, replaceable, done = plan_outputs(images, output_dir, args.format, args.overwrite, args.skip_existing)
+    if done:
+        log.info("skipping %d image(s) whose outputs already exist (--skip-existing)", len(done))
+        images = [p for p in images if p in targets]
     check_video_targets(videos, args.output_dir, args.format, args.overwrite, {p.stem for p in images})
+    check_writable(output_dir)
+    manifest = Manifest(output_dir)
+    if not processes.is_main:
+        failures = []  # every process found the same ones; the main process reports them
     group.barrier()  # every process has checked every output before any process writes one
     if sequence:  # one aligned clip runs in one process
         images = images if processes.is_main else []
@@ -167,28 +228,46 @@ def _run_predict(args, group: ProcessGroup) -> int:
     if sequence:
         if images:
             run_image_sequence(images, targets, predict, args, progress)
+            manifest.record(*(p for paths in targets.values() for p in paths.values()))
         images = []
     total = group.sum(len(images))  # the bar counts every process's images
     bar = group.progress(total, _progress(total, quiet))
     workers = default_workers(processes.local_world_size) if args.workers is None else args.workers
     pending, started = [], time.perf_counter()
-    for paths, batch in image_batches(images, _read_rgb, args.batch_size or AUTO_GROUP, workers,
-                                      pin_memory=device.type == "cuda"):
-        depths = predict(batch)
+
+    def unreadable(path: Path, message: str) -> None:  # a decode that failed after the header check passed
+        if args.on_error == "stop":
+            raise ValueError(message)
+        log.warning("skipping %s", message)
+        failures.append((path, message))
+        bar.update(1)
+
+    decode = functools.partial(_read_rgb, headers={p: headers[p] for p in images}, max_pixels=args.max_pixels)
+    for paths, batch in image_batches(images, decode, args.batch_size or AUTO_GROUP, workers,
+                                      pin_memory=device.type == "cuda", on_error=unreadable):
+        try:
+            depths = predict(batch)
+        except NonFiniteOutputError as err:
+            raise NonFiniteOutputError(f"{', '.join(map(str, paths))}: {err}") from err
         for path, depth in zip(paths, depths):
-            _write(path, depth, targets[path], args, pending)
+            _write(path, depth, targets[path], args, pending, replaceable, manifest)
         bar.update(len(paths))
     bar.close()  # every process waits here until all images of the job are done
     if args.normalization == "whole_batch" and "controlnet" in args.format and not sequence:
         bounds = gather_bounds(group, [d for _, d in pending])  # one normalisation for the whole run, all sizes
         for target, depth in pending:
-            write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=args.overwrite)
+            write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=True)
+            manifest.record(target)
     if total and processes.is_main:
         seconds = time.perf_counter() - started
         log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", total, ", ".join(args.format),
                  args.output_dir, seconds, total / max(seconds, 1e-9))
     for video in videos:
         run_video(video, predict, args, progress)
+    failures = [item for share in group.gather(failures) for item in share]  # every process's skipped inputs
+    if failures and processes.is_main:
+        summary = write_skipped_summary(output_dir, failures)
+        log.warning("skipped %d input(s) that could not be used; the list is in %s", len(failures), summary)
     return 0
 
 
@@ -220,14 +299,29 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: --tile-size: {err}") from None
     for flag, value, low in (("--batch-size", args.batch_size, 0), ("--processing-resolution",
                                                                      args.processing_resolution, 0),
+                             ("--max-pixels", args.max_pixels if args.max_pixels is not None else 0, 0),
                              ("--workers", 0 if args.workers is None else args.workers, 0)):
         if value < low:
             raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
     try:
         return run_predict(args)
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError, InsufficientMemoryError,
-            WorkerFailedError) as err:
-        log.error("%s", err)
+    except KeyboardInterrupt:
+        log.error("interrupted; the outputs written so far are complete (rerun with --skip-existing to continue)")
+        return 130
+    except OutputError as err:  # found before the model loads, like argparse's own errors
+        if args.debug:
+            raise
+        raise SystemExit(f"error: {err}") from None
+    except Exception as err:  # one line for the user; the traceback only with --debug
+        if args.debug:
+            raise
+        known = (FileNotFoundError, FileExistsError, ValueError, ImportError, MemoryError, OSError,
+                 NonFiniteOutputError, OutputWriteError, WorkerFailedError)
+        message = str(err).strip() or type(err).__name__
+        if not isinstance(err, known):
+            message = f"{type(err).__name__}: {message}"
+        log.error("%s (--debug shows the traceback)", " ".join(message.split()) if "\n" not in message
+                  else message)
         return 2
 
 

@@ -20,20 +20,29 @@ FORMAT_SUFFIX = {"npy": ".npy", "png16": "_depth16.png", "exr": ".exr", "control
                  "color": "_color.png"}
 
 
-def load_image(path: str | Path) -> torch.Tensor:
+def load_image(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
     """An image file as float32 ``[C,H,W]`` in [0,1], C in 1..4, keeping 16-bit and float precision.
 
-    PNG and TIFF go through OpenCV when it is installed (Pillow reads 16-bit colour as 8-bit); other files,
-    and everything when OpenCV is absent, through Pillow with the EXIF orientation applied.
+    The header is read first and images above the pixel limit are refused before any decoding (``max_pixels``;
+    see :mod:`fiffdepth_core.inputs`). PNG and TIFF go through OpenCV when it is installed (Pillow reads 16-bit
+    colour as 8-bit); other files, and everything when OpenCV is absent, through Pillow with the EXIF
+    orientation applied. Any file that cannot be decoded raises ``ValueError`` naming it.
     """
+    from .inputs import check_image
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    header = check_image(path, max_pixels)
     array = _load_cv2(path) if path.suffix.lower() in (".png", ".tif", ".tiff") else None
+    if array is not None and array.shape[0] * array.shape[1] > max(header.pixels, 1):
+        array = None  # OpenCV saw another image than the header describes: let Pillow decide
     if array is None:
         array = _load_pil(path)
     if array.ndim == 2:
         array = array[:, :, None]  # [H,W,1]
+    if array.ndim != 3 or not 1 <= array.shape[2] <= 4 or array.size == 0:
+        raise ValueError(f"cannot read image {path}: decoded to an unusable array of shape {array.shape}")
     if np.issubdtype(array.dtype, np.integer):
         array = array.astype(np.float32) / float(np.iinfo(array.dtype).max)
     else:
@@ -46,8 +55,11 @@ def _load_cv2(path: Path) -> np.ndarray | None:
         import cv2
     except ImportError:
         return None
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
+    try:
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    if array is None or array.dtype == np.int8 or array.ndim not in (2, 3):
         return None
     if array.ndim == 3 and array.shape[2] == 3:
         array = array[:, :, ::-1]  # BGR -> RGB
@@ -71,8 +83,8 @@ def _load_pil(path: Path) -> np.ndarray:
             if image.mode not in ("L", "LA", "RGB", "RGBA"):
                 image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
             return np.asarray(image)
-    except OSError as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    except Exception as err:  # Pillow raises OSError, SyntaxError, struct.error, ... for damaged files
+        raise ValueError(f"cannot read image {path}: {err}") from None
 
 
 def list_images(inputs: list[str | Path]) -> list[Path]:
@@ -95,8 +107,25 @@ def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
     return Path(output_dir) / f"{stem}{FORMAT_SUFFIX[fmt]}"
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else by the set-and-restore idiom."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
-    """Run ``write(tmp)`` on a temporary file beside ``path``, then move it into place."""
+    """Run ``write(tmp)`` on a temporary file beside ``path``, then move it into place.
+
+    The file ends up with the permissions a plain ``open()`` would give it (0666 less the umask), not the private
+    mode of the temporary file.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
@@ -106,6 +135,7 @@ def write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> 
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         if overwrite:
             os.replace(tmp, path)
         else:

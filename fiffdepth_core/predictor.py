@@ -33,6 +33,16 @@ class NonFiniteOutputError(RuntimeError):
     """The model produced NaN or inf (usually fp16 overflow)."""
 
 
+def non_finite_message(dtype: torch.dtype) -> str:
+    """What a NaN/inf result means for a UNet run in ``dtype``: overflow advice only where it can apply."""
+    if dtype == torch.float16:
+        return ("the model produced NaN/inf depth with the UNet in torch.float16: this usually means fp16 overflow; "
+                "run in bf16 or fp32 instead")
+    return (f"the model produced NaN/inf depth with the UNet in {dtype}, so this is not fp16 overflow: the "
+            "checkpoint's weights (or its empty-prompt embedding) hold NaN/inf or are damaged; re-export or "
+            "re-download the checkpoint")
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     """How to run the pass. Every field has a default that reproduces the official pipeline."""
@@ -178,9 +188,7 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
         out[part].copy_(depth[:, 0], non_blocking=True)  # [b,H,W]; the flag check below synchronises
         step()
     if not torch.stack(finite).all():  # one sync for the whole call
-        raise NonFiniteOutputError(
-            f"the model produced NaN/inf depth with the UNet in {backbone.dtype}: this usually means fp16 "
-            "overflow; run in bf16 or fp32 instead")
+        raise NonFiniteOutputError(non_finite_message(backbone.dtype))
     return out
 
 

@@ -136,7 +136,9 @@ def check_memory(batch_shape, config, free_bytes: int | None, unet_dtype: torch.
     tiles = config.tiles
     vae_h, vae_w = (min(height, tiles.tile_size), min(width, tiles.tile_size)) if tiles else (height, width)
     need_vae, need_unet = vae_bytes(vae_h, vae_w, batch, vae_dtype), unet_bytes(height, width, batch, unet_dtype)
-    if max(need_vae, need_unet) <= free_bytes:
+    # The input itself: a float32 RGB copy at full resolution on the device, and the depth map returned there.
+    need_input = batch * 4 * batch_shape[-2] * batch_shape[-1] * 4
+    if max(need_vae, need_unet) + need_input <= free_bytes:
         return
     advice = "lower the processing resolution"
     if tiles is None and need_vae >= need_unet:
@@ -144,9 +146,9 @@ def check_memory(batch_shape, config, free_bytes: int | None, unet_dtype: torch.
     if batch > 1:
         advice += f" or use a batch size below {batch}"
     raise InsufficientMemoryError(
-        f"a {width}x{height} pass (batch {batch}) needs about {max(need_vae, need_unet) / 2**30:.1f} GiB "
-        f"(VAE {need_vae / 2**30:.1f} GiB, UNet {need_unet / 2**30:.1f} GiB) but {free_bytes / 2**30:.1f} GiB is "
-        f"free: {advice}")
+        f"a {width}x{height} pass (batch {batch}) needs about {(max(need_vae, need_unet) + need_input) / 2**30:.1f} "
+        f"GiB (VAE {need_vae / 2**30:.1f} GiB, UNet {need_unet / 2**30:.1f} GiB, input {need_input / 2**30:.1f} GiB) "
+        f"but {free_bytes / 2**30:.1f} GiB is free: {advice}")
 
 
 def auto_batch_size(batch_shape, config, free_bytes: int | None, unet_dtype: torch.dtype, vae_dtype: torch.dtype,

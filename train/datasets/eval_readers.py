@@ -39,6 +39,12 @@ class SampleError(ValueError):
 def _imdecode(data: bytes, what: str) -> np.ndarray:
     import cv2
 
+    from fiffdepth_core.inputs import ImageInputError, check_image
+
+    try:  # the size from the header first: OpenCV would decode any size
+        check_image(data, what=what, option="FIFFDEPTH_MAX_PIXELS")
+    except ImageInputError as err:
+        raise SampleError(str(err)) from None
     array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise SampleError(f"cannot decode {what} as an image")

@@ -15,12 +15,21 @@ import torch
 
 from fiffdepth_core.files import load_image, read_exr
 from fiffdepth_core.image import to_rgb
+from fiffdepth_core.inputs import ImageInputError, check_image
 
 from .common import SampleError
 
 logger = logging.getLogger(__name__)
 
 DEPTH_SUFFIXES = (".png", ".npy", ".exr")
+
+
+def _check_size(source, what: str) -> None:
+    """Refuse, from the header, images above the pixel limit (``FIFFDEPTH_MAX_PIXELS``) before decoding them."""
+    try:
+        check_image(source, what=what, option="FIFFDEPTH_MAX_PIXELS")
+    except ImageInputError as err:
+        raise SampleError(str(err)) from None
 
 
 def read_rgb(path: str | Path) -> torch.Tensor:
@@ -33,6 +42,7 @@ def decode_rgb(data: bytes, what: str) -> torch.Tensor:
     """Encoded image bytes (a WebDataset member) as float32 RGB ``[3,H,W]`` in [0,1], EXIF orientation applied."""
     from PIL import Image, ImageOps
 
+    _check_size(data, what)
     try:
         with Image.open(io.BytesIO(data)) as image:
             image = ImageOps.exif_transpose(image).convert("RGB")
@@ -51,6 +61,7 @@ def read_png_units(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise SampleError(f"depth file not found: {path}")
+    _check_size(path, str(path))
     array = _png_cv2(path)
     if array is None:
         array = _png_pil(path)

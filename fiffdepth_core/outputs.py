@@ -1,0 +1,153 @@
+"""Where a CLI run writes, checked before the model loads: never over an input, never over a file the user owns.
+
+* An output path that is also an input of the run is an error, with or without ``--overwrite``.
+* Every file the CLI writes is recorded in ``.fiffdepth-outputs.jsonl`` in its output folder (name, size,
+  modification time). A later run that reads that folder as input leaves those files out, so depth maps never
+  become inputs; a file the user replaced since (other size or time) counts as theirs again.
+* ``--skip-existing`` resumes a half-done folder: images whose outputs all exist are skipped; outputs of an
+  image cut short may be replaced only if this project wrote them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from .files import IMAGE_EXTENSIONS, output_path
+
+log = logging.getLogger(__name__)
+
+MANIFEST = ".fiffdepth-outputs.jsonl"
+SKIPPED_SUMMARY = "fiffdepth_skipped.txt"
+
+
+class OutputError(ValueError):
+    """An output location cannot be used; the message names the path and what to change."""
+
+
+class OutputWriteError(RuntimeError):
+    """Writing an output failed during the run (disk full, folder gone); the message names the file."""
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def written_here(folder: Path) -> set[str]:
+    """Names of files in ``folder`` that this project wrote and that are unchanged since."""
+    manifest = Path(folder) / MANIFEST
+    names: set[str] = set()
+    try:
+        lines = manifest.read_text(errors="replace").splitlines()
+    except OSError:
+        return names
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            name, size, mtime = entry["name"], entry["size"], entry["mtime_ns"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+        if isinstance(name, str) and "/" not in name and _stamp(Path(folder) / name) == (size, mtime):
+            names.add(name)
+    return names
+
+
+def list_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files named directly plus the images inside named folders (sorted, not recursive, regular files only),
+    leaving out files a FiffDepth run wrote into that folder."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            ours = written_here(item)
+            candidates = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            kept = [p for p in candidates if p.name not in ours]
+            if len(kept) < len(candidates):
+                log.info("%s: leaving out %d file(s) an earlier FiffDepth run wrote there", item,
+                         len(candidates) - len(kept))
+            found += kept
+        elif item.is_file():
+            found.append(item)
+        elif item.exists():
+            raise OutputError(f"input {item} is not a regular file or folder")
+        else:
+            raise FileNotFoundError(f"input not found: {item}")
+    return found
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be made in it (before any model loads)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".fiffdepth-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"--output-dir {folder} is not writable: {err.strerror or err}") from None
+
+
+def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overwrite: bool,
+                 skip_existing: bool) -> tuple[dict[Path, dict[str, Path]], set[Path], list[Path]]:
+    """(targets per image, outputs that may be replaced, images skipped as already done)."""
+    targets: dict[Path, dict[str, Path]] = {}
+    seen: dict[str, Path] = {}
+    for image in images:
+        if image.stem in seen:
+            raise OutputError(f"two inputs share the name {image.stem!r} ({seen[image.stem]} and {image}); their "
+                              "outputs would collide: run them into different --output-dir folders")
+        seen[image.stem] = image
+        targets[image] = {fmt: output_path(output_dir, image.stem, fmt) for fmt in formats}
+    inputs = {p.resolve(): p for p in images}
+    for image, paths in targets.items():
+        for path in paths.values():
+            if path.resolve() in inputs:
+                raise OutputError(f"the {path.name} output of {image} would replace the input image "
+                                  f"{inputs[path.resolve()]}; inputs are never overwritten (even with --overwrite): "
+                                  "choose another --output-dir")
+    ours = written_here(output_dir)
+    skipped = [image for image, paths in targets.items() if skip_existing and all(p.exists() for p in paths.values())]
+    for image in skipped:
+        del targets[image]
+    replaceable = {p for paths in targets.values() for p in paths.values() if p.exists() and (overwrite or
+                   (skip_existing and p.name in ours))}
+    existing = [str(p) for paths in targets.values() for p in paths.values() if p.exists() and p not in replaceable]
+    if existing:
+        more = f" (and {len(existing) - 5} more)" if len(existing) > 5 else ""
+        hint = "--skip-existing to keep finished images, or --overwrite to replace them"
+        raise OutputError(f"{len(existing)} output file(s) already exist, e.g. {', '.join(existing[:5])}{more}; "
+                          f"pass {hint}")
+    return targets, replaceable, skipped
+
+
+class Manifest:
+    """Appends one JSON line per written file to ``<folder>/.fiffdepth-outputs.jsonl`` (crash-tolerant)."""
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / MANIFEST
+
+    def record(self, *paths: Path) -> None:
+        lines = []
+        for path in paths:
+            stamp = _stamp(path)
+            if stamp is not None:
+                lines.append(json.dumps({"name": path.name, "size": stamp[0], "mtime_ns": stamp[1]}) + "\n")
+        if lines:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write("".join(lines))
+
+
+def write_skipped_summary(folder: Path, failures: list[tuple[Path, str]]) -> Path:
+    """``fiffdepth_skipped.txt``: one ``path<TAB>reason`` line per input that was skipped."""
+    from .files import write_atomic
+
+    text = "".join(f"{path}\t{reason}\n" for path, reason in failures)
+    target = Path(folder) / SKIPPED_SUMMARY
+    write_atomic(target, lambda tmp: tmp.write_text(text), overwrite=True)
+    Manifest(folder).record(target)
+    return target
