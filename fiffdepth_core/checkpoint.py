@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -87,9 +88,32 @@ def _find_weights(folder: Path, stem: str) -> Path | None:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read {path}: {err}") from err
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object ({{...}}), got {type(data).__name__}")
+    return data
+
+
+# Config entries diffusers uses as sizes and counts: they must be whole numbers (a float breaks model building).
+INT_KEYS = ("in_channels", "out_channels", "latent_channels", "sample_size", "cross_attention_dim",
+            "layers_per_block", "norm_num_groups", "attention_head_dim", "num_attention_heads", "block_out_channels",
+            "transformer_layers_per_block", "num_class_embeds", "projection_class_embeddings_input_dim")
+
+
+def check_config_types(config: dict, where, part: str) -> None:
+    """Refuse size/count entries that are not integers (or lists of integers) with one clear message."""
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key in INT_KEYS:
+        value = config.get(key)
+        if value is None:
+            continue
+        if not (whole(value) or (isinstance(value, (list, tuple)) and value and all(whole(v) for v in value))):
+            raise CheckpointError(f"{where}: `{key}` in the {part} config must be a whole number (or a list of them), "
+                                  f"got {value!r}")
 
 
 def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo:
@@ -98,6 +122,8 @@ def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}\n{LAYOUT_HELP}")
+    if not path.is_file() and not path.is_dir():
+        raise CheckpointError(f"{path} is not a regular file or folder (a pipe, socket or device?)")
     if path.is_file():
         info = _inspect_bundle(path)
     elif (path / "model_index.json").is_file() or (path / "unet").is_dir() or _unet_subfolders(path) \
@@ -107,6 +133,8 @@ def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo
         info = _inspect_single_files(path)
     else:
         raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder; found: {_listing(path)}\n{LAYOUT_HELP}")
+    check_config_types(info.unet_config, path, "unet")
+    check_config_types(info.vae_config, path, "vae")
     unet_file = info.weights.get("unet")
     names = [info.path.stem, unet_file.parent.name if unet_file is not None and info.layout == "diffusers" else ""]
     try:
@@ -198,7 +226,13 @@ def _header(path: Path, shape_of: str | None = None) -> tuple[list[str], dict, l
 
 def _config_from(metadata: dict, key: str, sidecar: Path | None, default: dict, conv_in_shape) -> dict:
     if key in metadata:
-        return json.loads(metadata[key])
+        try:
+            config = json.loads(metadata[key])
+        except ValueError as err:
+            raise CheckpointError(f"the `{key}` metadata entry is not valid JSON: {err}") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"the `{key}` metadata entry must be a JSON object, got {type(config).__name__}")
+        return config
     if sidecar is not None and sidecar.is_file():
         return _read_json(sidecar)
     config = dict(default)
@@ -249,9 +283,15 @@ def _inspect_single_files(path: Path) -> CheckpointInfo:
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
     name = path.name
     if name.endswith(".index.json"):
-        shards = sorted(set(_read_json(path).get("weight_map", {}).values()))
+        weight_map = _read_json(path).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map or \
+                not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{path}: `weight_map` must map tensor names to shard file names")
         merged: dict[str, torch.Tensor] = {}
-        for shard in shards:
+        for shard in sorted(set(weight_map.values())):
+            if shard in ("", ".", "..") or "/" in shard or "\\" in shard or shard.endswith(".index.json"):
+                raise CheckpointError(f"{path}: shard {shard!r} is not a file name in the index's own folder "
+                                      "(shard indexes may not point elsewhere)")
             merged.update(_load_file(path.parent / shard))
         return merged
     try:
@@ -260,8 +300,12 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: exactly what must not be done
+        raise CheckpointError(f"{path} is not a plain tensor file: it holds Python objects other than tensors, and "
+                              "loading those could run code, so it is refused; convert it to .safetensors from a "
+                              "source you trust") from None
     except Exception as err:
-        raise CheckpointError(f"cannot read weights {path}: {err}") from err
+        raise CheckpointError(f"cannot read weights {path}: {err}") from None
 
 
 def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
@@ -273,8 +317,11 @@ def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     prefix = f"{part}."
-    with safe_open(str(info.path), framework="pt") as handle:
-        return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+    try:
+        with safe_open(str(info.path), framework="pt") as handle:
+            return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
+    except Exception as err:  # safetensors' own error types for damaged data
+        raise CheckpointError(f"cannot read weights {info.path}: {err}") from None
 
 
 def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
@@ -282,10 +329,20 @@ def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
     if info.layout == "bundle":
         from safetensors import safe_open
 
-        with safe_open(str(info.path), framework="pt") as handle:
-            return checked_embedding(handle.get_tensor(EMBED_KEY), info.path)
+        try:
+            with safe_open(str(info.path), framework="pt") as handle:
+                embed = handle.get_tensor(EMBED_KEY)
+        except Exception as err:
+            raise CheckpointError(f"cannot read `{EMBED_KEY}` from {info.path}: {err}") from None
+        return checked_embedding(embed, info.path)
     if info.embed_file is not None:
-        return read_embedding(info.embed_file)
+        try:
+            return read_embedding(info.embed_file)
+        except ValueError as err:
+            if info.text_encoder_dir is None or info.tokenizer_dir is None:
+                raise CheckpointError(f"{err}; the checkpoint has no text encoder to recompute it from") from None
+            log.warning("%s; recomputing it from %s", err, info.text_encoder_dir)
+            return compute_empty_embedding(info.text_encoder_dir, info.tokenizer_dir)
     log.info("computing the empty-prompt embedding from %s (once)", info.text_encoder_dir)
     embed = compute_empty_embedding(info.text_encoder_dir, info.tokenizer_dir)
     cache_embedding(info.path / EMBED_FILE, embed)
@@ -299,8 +356,12 @@ def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: s
     # kernels round differently on misaligned data (outputs then vary by ~1e-6 from one load to the next).
     state_dict = {k: v.to(dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype, copy=True)
                   for k, v in state_dict.items()}
-    with torch.device("meta"):
-        model = cls.from_config(config)
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(config)
+    except Exception as err:  # diffusers raises TypeError/ValueError/AttributeError... for configs it cannot build
+        raise CheckpointError(f"{where}: cannot build a {cls.__name__} from its config: "
+                              f"{' '.join(str(err).split())[:400]}") from None
     try:
         missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     except RuntimeError as err:  # shape mismatches
@@ -351,7 +412,12 @@ def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
     found: list[str] = []
 
     def visit(folder: Path, depth: int) -> None:
-        for entry in sorted(folder.iterdir()):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as err:
+            log.warning("cannot list %s: %s", folder, err)
+            return
+        for entry in entries:
             name = entry.relative_to(root).as_posix()
             if entry.is_dir():
                 if (entry / "model_index.json").is_file() or (entry / "unet" / "config.json").is_file() \
@@ -359,7 +425,7 @@ def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
                     found.append(name)
                 elif depth < max_depth:
                     visit(entry, depth + 1)
-            elif entry.suffix == ".safetensors" and _is_bundle(entry):
+            elif entry.suffix == ".safetensors" and entry.is_file() and _is_bundle(entry):  # never a FIFO
                 found.append(name)
 
     visit(root, 0)

@@ -26,13 +26,20 @@ def compute_empty_embedding(text_encoder_dir: str | Path, tokenizer_dir: str | P
     """
     from transformers import CLIPTokenizer
 
+    from .checkpoint import CheckpointError
     from .text_encoder import load_text_encoder
 
-    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
-    ids = tokenizer("", padding="do_not_pad", truncation=True, return_tensors="pt").input_ids  # [1,2]
-    encoder = load_text_encoder(text_encoder_dir, torch.float32)
-    with torch.inference_mode():
-        embed = encoder(ids).last_hidden_state  # [1,2,D]
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+        ids = tokenizer("", padding="do_not_pad", truncation=True, return_tensors="pt").input_ids  # [1,2]
+        encoder = load_text_encoder(text_encoder_dir, torch.float32)
+        with torch.inference_mode():
+            embed = encoder(ids).last_hidden_state  # [1,2,D]
+    except CheckpointError:
+        raise
+    except Exception as err:  # transformers/torch raise many types for damaged folders
+        raise ValueError(f"cannot compute the empty-prompt embedding from {text_encoder_dir} and {tokenizer_dir}: "
+                         f"{' '.join(str(err).split())[:400]}") from None
     return embed.float().contiguous()
 
 
@@ -40,7 +47,10 @@ def read_embedding(path: str | Path) -> torch.Tensor:
     """Load a cached embedding file -> float32 ``[1, T, D]``."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path} (the cached empty-prompt embedding) is damaged: {err}") from None
     if EMBED_KEY not in tensors:
         raise ValueError(f"{path} holds no `{EMBED_KEY}` tensor (found keys {sorted(tensors)[:5]})")
     return checked_embedding(tensors[EMBED_KEY], path)
