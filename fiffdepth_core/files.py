@@ -69,10 +69,13 @@ def _load_cv2(path: Path) -> np.ndarray | None:
 
 
 def _load_pil(path: Path) -> np.ndarray:
+    import warnings
+
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:
+            warnings.simplefilter("ignore")  # Pillow warns about damaged metadata it skips; the read decides
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L"):
                 return np.asarray(image).astype(np.uint16)

@@ -66,8 +66,11 @@ def _pil_header(data: bytes | Path) -> ImageHeader | None:
     from PIL import Image
 
     source = io.BytesIO(data) if isinstance(data, bytes) else data
+    import warnings
+
     try:
-        with Image.open(source) as image:  # lazy: reads the header only
+        with warnings.catch_warnings(), Image.open(source) as image:  # lazy: reads the header only
+            warnings.simplefilter("ignore")  # damaged metadata Pillow skips; the size is what matters here
             width, height = image.size
             bands = len(image.getbands())
             return ImageHeader(width, height, bands, _PIL_BITS.get(image.mode, 4))
