@@ -16,7 +16,6 @@ from pathlib import Path
 
 MAX_PIXELS = 89_478_485  # = PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3)
 ENV_MAX_PIXELS = "FIFFDEPTH_MAX_PIXELS"
-HEADER_BYTES = 1 << 20  # enough for the header of every format read here
 
 
 class ImageInputError(ValueError):
@@ -78,25 +77,27 @@ def _pil_header(data: bytes | Path) -> ImageHeader | None:
         return None
 
 
-def _tiff_header(head: bytes) -> ImageHeader | None:
-    """Width and height from a TIFF's first IFD (for TIFFs Pillow cannot open but OpenCV can decode)."""
-    if head[:4] not in (b"II*\x00", b"MM\x00*"):
+def _tiff_header(handle) -> ImageHeader | None:
+    """Width and height from a TIFF's first directory (for TIFFs Pillow cannot open but OpenCV can decode)."""
+    start = handle.read(8)
+    if start[:4] not in (b"II*\x00", b"MM\x00*"):
         return None
-    order = "<" if head[:2] == b"II" else ">"
+    order = "<" if start[:2] == b"II" else ">"
     try:
-        (offset,) = struct.unpack_from(order + "I", head, 4)
-        (count,) = struct.unpack_from(order + "H", head, offset)
+        (offset,) = struct.unpack_from(order + "I", start, 4)
+        handle.seek(offset)
+        (count,) = struct.unpack(order + "H", handle.read(2))
+        table = handle.read(12 * min(count, 4096))
         found = {}
-        for i in range(count):
-            tag, kind, _, value = struct.unpack_from(order + "HHI4s", head, offset + 2 + 12 * i)
+        for i in range(len(table) // 12):
+            tag, kind, _, value = struct.unpack_from(order + "HHI4s", table, 12 * i)
             if tag in (256, 257, 258, 277):  # width, height, bits per sample, samples per pixel
                 fmt = order + ("H" if kind == 3 else "I")
                 found[tag] = struct.unpack_from(fmt, value)[0]
-        if 256 in found and 257 in found:
-            bits = found.get(258, 8)
-            return ImageHeader(found[256], found[257], found.get(277, 1), max(1, -(-bits // 8)))
-    except struct.error:
+    except (struct.error, OSError, ValueError):
         return None
+    if 256 in found and 257 in found:
+        return ImageHeader(found[256], found[257], found.get(277, 1), max(1, -(-found.get(258, 8) // 8)))
     return None
 
 
@@ -109,23 +110,25 @@ def read_header(source: str | Path | bytes, what: str | None = None) -> ImageHea
     Image.MAX_IMAGE_PIXELS = None  # only the header is read; the limit is applied by check_image
     try:
         if isinstance(source, bytes):
-            header, head = _pil_header(source), source[:HEADER_BYTES]
+            header, empty = _pil_header(source), not source
+            header = header or _tiff_header(io.BytesIO(source))
         else:
             path = Path(source)
             if not path.is_file():
                 raise ImageInputError(f"cannot read image {what}: " + ("not found" if not path.exists() else
                                                                           "not a regular file"))
-            try:
-                with open(path, "rb") as handle:
-                    head = handle.read(HEADER_BYTES)
-            except OSError as err:
-                raise ImageInputError(f"cannot read image {what}: {err.strerror or err}") from None
-            header = _pil_header(path)
+            header, empty = _pil_header(path), False
+            if header is None:  # Pillow does not know it: look at the bytes ourselves
+                try:
+                    empty = path.stat().st_size == 0
+                    with open(path, "rb") as handle:
+                        header = _tiff_header(handle)
+                except OSError as err:
+                    raise ImageInputError(f"cannot read image {what}: {err.strerror or err}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
-    header = header or _tiff_header(head)
     if header is None:
-        kind = "the file is empty" if not head else "its header is not one of a known image format, or is damaged"
+        kind = "the file is empty" if empty else "its header is not one of a known image format, or is damaged"
         raise ImageInputError(f"cannot read image {what}: {kind}")
     if header.width <= 0 or header.height <= 0:
         raise ImageInputError(f"cannot read image {what}: its header gives an empty size "

@@ -231,3 +231,19 @@ def test_the_memory_pre_check_counts_the_decode_and_the_input():
     with pytest.raises(InsufficientMemoryError, match="input 0.7 GiB"):  # the full-size input counts too
         check_memory(shape, config, model + 10 * 2**20, torch.float32, torch.float32)
     check_memory(shape, config, model + 4 * 6000 * 8000 * 4, torch.float32, torch.float32)
+
+
+def test_a_tiff_pillow_cannot_open_is_measured_from_its_directory(tmp_path, monkeypatch):
+    import io
+
+    from fiffdepth_core import inputs
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((30, 50), np.uint16)).save(buffer, format="TIFF")
+    path = tmp_path / "x.tif"
+    path.write_bytes(buffer.getvalue())
+    monkeypatch.setattr(inputs, "_pil_header", lambda source: None)  # as for a TIFF only OpenCV decodes
+    header = inputs.read_header(path)
+    assert (header.width, header.height, header.channels, header.bytes_per_sample) == (50, 30, 1, 2)
+    with pytest.raises(ValueError, match="50x30 = 0.0 megapixels, above the limit"):
+        inputs.check_image(path, max_pixels=1000)
