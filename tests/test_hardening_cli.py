@@ -247,3 +247,24 @@ def test_a_tiff_pillow_cannot_open_is_measured_from_its_directory(tmp_path, monk
     assert (header.width, header.height, header.channels, header.bytes_per_sample) == (50, 30, 1, 2)
     with pytest.raises(ValueError, match="50x30 = 0.0 megapixels, above the limit"):
         inputs.check_image(path, max_pixels=1000)
+
+
+def test_videos_are_checked_before_the_model_loads_too(tmp_path, caplog):
+    pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
+    from fractions import Fraction
+
+    from fiffdepth_core.video import VideoWriter
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    with VideoWriter(folder / "walk.mp4", Fraction(12)) as out:
+        for k in range(3):
+            out.write(np.full((40, 56, 3), 40 * k, dtype=np.uint8))
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    with caplog.at_level(logging.ERROR):
+        code = main(["predict", str(folder), "--checkpoint", str(tmp_path / "not-loaded"), "-q", "--max-pixels",
+                     "1000", "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "cannot read video" in caplog.text and "broken.mp4" in caplog.text
+    assert "walk.mp4 has 56x40 frames = 0.0 megapixels, above the limit" in caplog.text
+    assert "not-loaded" not in caplog.text
