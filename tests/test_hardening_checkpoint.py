@@ -64,10 +64,10 @@ def test_float_dimensions_in_a_config_are_named(checkpoint, key, value):
 
 def test_a_pickled_text_encoder_never_runs_code(checkpoint, tmp_path):
     marker = tmp_path / "payload-ran"
-    (checkpoint / EMBED_FILE).unlink()
+    (checkpoint / EMBED_FILE).unlink(missing_ok=True)
     (checkpoint / "text_encoder" / "model.safetensors").unlink()
     (checkpoint / "text_encoder" / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(ValueError, match=r"pytorch_model\.bin is not a plain tensor file"):
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin is not a plain tensor file: it holds Python objects"):
         load_standalone(checkpoint)
     assert not marker.exists()
 
@@ -78,7 +78,7 @@ def test_a_text_encoder_in_plain_tensor_pickle_format_still_loads(checkpoint, ti
     folder = checkpoint / "text_encoder"
     torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    (checkpoint / EMBED_FILE).unlink()
+    (checkpoint / EMBED_FILE).unlink(missing_ok=True)
     assert torch.allclose(load_standalone(checkpoint).empty_embed, tiny_backbone.empty_embed)
 
 
