@@ -55,10 +55,17 @@ def _load_cv2(path: Path) -> np.ndarray | None:
         import cv2
     except ImportError:
         return None
-    try:
+    logging_ = getattr(getattr(cv2, "utils", None), "logging", None)
+    previous = logging_.getLogLevel() if logging_ is not None else None
+    try:  # OpenCV logs its own decode errors to stderr; the error that matters is raised by the caller
+        if logging_ is not None:
+            logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         return None
+    finally:
+        if logging_ is not None:
+            logging_.setLogLevel(previous)
     if array is None or array.dtype == np.int8 or array.ndim not in (2, 3):
         return None
     if array.ndim == 3 and array.shape[2] == 3:
