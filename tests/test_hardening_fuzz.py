@@ -161,6 +161,7 @@ def _fuzzed_folder(folder, count: int, seed: int):
     return folder
 
 
+@pytest.mark.slow  # a CLI run over 18 images
 def test_the_cli_survives_a_folder_of_damaged_images(tmp_path, tiny_checkpoint, caplog):
     from fiffdepth_core.cli import main
 

@@ -54,12 +54,14 @@ def _copy(trained: Path, tmp_path: Path) -> Path:
     return target
 
 
+@pytest.mark.slow  # training runs
 def test_checkpoints_hold_no_pickle_capable_file(trained):
     names = sorted(p.name for p in (trained / "checkpoints" / "step-00000002").iterdir())
     assert names == ["ema.safetensors", "model.safetensors", "optimizer.safetensors", "rng_0.safetensors",
                      "scheduler.json", "trainer.json"]
 
 
+@pytest.mark.slow  # training runs
 def test_resume_refuses_planted_pickles_and_never_runs_them(trained, tmp_path):
     folder = _copy(trained, tmp_path)
     checkpoint = folder / "checkpoints" / "step-00000002"
@@ -80,6 +82,7 @@ def _resume_error(folder: Path) -> BaseException | None:
     return None
 
 
+@pytest.mark.slow  # training runs
 def test_resume_from_files_replaced_by_pickles_fails_cleanly_without_running_them(trained, tmp_path):
     folder = _copy(trained, tmp_path)
     checkpoint = folder / "checkpoints" / "step-00000002"
@@ -128,6 +131,7 @@ def test_every_type_is_checked_with_one_clear_error(override, message):
         load_config(DEBUG, [override])
 
 
+@pytest.mark.slow  # training runs
 def test_a_failed_start_leaves_a_folder_a_plain_rerun_can_use(tmp_path):
     out = tmp_path / "run"
     (tmp_path / "not-a-checkpoint").mkdir()
@@ -142,6 +146,7 @@ def test_a_failed_start_leaves_a_folder_a_plain_rerun_can_use(tmp_path):
     assert (out / "config.yaml").is_file()
 
 
+@pytest.mark.slow  # training runs
 def test_a_second_run_on_a_held_folder_stops_naming_the_holder(tmp_path):
     from train.run_folder import RunFolder, RunFolderError
 
