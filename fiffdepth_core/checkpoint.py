@@ -262,7 +262,8 @@ def _inspect_bundle(path: Path) -> CheckpointInfo:
                               "text encoder to compute it from")
     unet_cfg = _config_from(metadata, "unet_config", None, SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(metadata, "vae_config", None, SD2_VAE_CONFIG, None)
-    return CheckpointInfo(path, "bundle", unet_cfg, vae_cfg, {"unet": path, "vae": path})
+    return CheckpointInfo(path, "bundle", unet_cfg, vae_cfg, {"unet": path, "vae": path},
+                          model_index=_exported_index(metadata))
 
 
 def _inspect_single_files(path: Path) -> CheckpointInfo:
@@ -277,7 +278,14 @@ def _inspect_single_files(path: Path) -> CheckpointInfo:
     unet_cfg = _config_from(unet_meta, "config", path / "unet_config.json", SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(vae_meta, "config", path / "vae_config.json", SD2_VAE_CONFIG, None)
     return CheckpointInfo(path, "single_files", unet_cfg, vae_cfg,
-                          {"unet": path / "unet.safetensors", "vae": path / "vae.safetensors"}, path / EMBED_FILE)
+                          {"unet": path / "unet.safetensors", "vae": path / "vae.safetensors"}, path / EMBED_FILE,
+                          model_index=_exported_index(unet_meta))
+
+
+def _exported_index(metadata: dict) -> dict | None:
+    """Files written by :mod:`fiffdepth_core.export` say so in their metadata: they hold FiffDepth models (a
+    Lotus-D UNet fine-tuned with FiffDepth's objective keeps its class embedding but runs FiffDepth's pass)."""
+    return {"_class_name": "FiffDepthPipeline"} if metadata.get("format", "").startswith("fiffdepth") else None
 
 
 def _load_file(path: Path) -> dict[str, torch.Tensor]:
@@ -404,8 +412,9 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
 
 
 def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
-    """Checkpoint names under ``root`` (relative paths, '/'-separated): diffusers folders, folders of single
-    files, and ``.safetensors`` bundles (files whose header holds ``unet.`` and ``vae.`` tensors)."""
+    """Checkpoint names under ``root`` (relative paths, '/'-separated): diffusers folders (and, in a GenPercept
+    folder holding several UNets, each ``unet_*`` folder), folders of single files, and ``.safetensors`` bundles
+    (files whose header holds ``unet.`` and ``vae.`` tensors)."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -423,6 +432,8 @@ def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
                 if (entry / "model_index.json").is_file() or (entry / "unet" / "config.json").is_file() \
                         or (entry / "unet.safetensors").is_file():
                     found.append(name)
+                    unets = _unet_subfolders(entry)  # GenPercept: each of several UNets can be picked too
+                    found.extend(f"{name}/{u.name}" for u in unets if len(unets) > 1)
                 elif depth < max_depth:
                     visit(entry, depth + 1)
             elif entry.suffix == ".safetensors" and entry.is_file() and _is_bundle(entry):  # never a FIFO

@@ -96,7 +96,8 @@ def export_single_files(folder: str | Path, unet, vae, embed: torch.Tensor, dtyp
     folder = Path(folder)
     _claim_folder(folder, overwrite)
     for part, model in (("unet", unet), ("vae", vae)):
-        weights, meta = _state_dict(model, dtype), {"config": json.dumps(model_config(model))}
+        weights, meta = _state_dict(model, dtype), {"format": "fiffdepth-single-file",
+                                                    "config": json.dumps(model_config(model))}
         write_atomic(folder / f"{part}.safetensors", lambda tmp, w=weights, m=meta: save_file(w, str(tmp), metadata=m),
                       overwrite)
     write_embedding(folder / EMBED_FILE, embed, overwrite=overwrite)

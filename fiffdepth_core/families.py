@@ -132,8 +132,13 @@ GENPERCEPT_DISPARITY = replace(GENPERCEPT, name="genpercept-disparity", title="G
 MARIGOLD_E2E_FT = Family("marigold-e2e-ft", "Marigold-E2E-FT", timestep=999, concat_zeros=True,
                          prediction="v_prediction", v_input="zeros", min_max=True)
 
+# A Lotus-D UNet fine-tuned with FiffDepth's objective (train/finetune.py): FiffDepth's passes (t = 0, t = -1) and
+# decode, with Lotus' depth label given to the UNet on every call (its class embedding is part of the time embedding).
+FIFFDEPTH_LOTUS = replace(FIFFDEPTH, name="fiffdepth-lotus", title="FiffDepth (from Lotus-D)",
+                          class_angles=LOTUS_D.class_angles)
+
 FAMILIES = {f.name: f for f in (FIFFDEPTH, LOTUS_D, LOTUS_D_DISPARITY, GENPERCEPT, GENPERCEPT_DISPARITY,
-                                MARIGOLD_E2E_FT)}
+                                MARIGOLD_E2E_FT, FIFFDEPTH_LOTUS)}
 FAMILY_CHOICES = ("auto", *FAMILIES)
 
 
@@ -235,6 +240,8 @@ def detect_family(unet_config: dict, scheduler: dict | None = None, model_index:
     if unet_config.get("class_embed_type") is not None:
         if unet_config.get("class_embed_type") == "projection" and in_ch == 4 \
                 and unet_config.get("projection_class_embeddings_input_dim") == LOTUS_D.class_dim:
+            if pipeline == "FiffDepthPipeline":  # exported by train/finetune.py after FiffDepth's objective
+                return FIFFDEPTH_LOTUS
             other_task(LOTUS_D)
             return LOTUS_D_DISPARITY if "disparity" in tokens else LOTUS_D
         raise FamilyError(f"{where} is not a checkpoint of any supported family: its UNet has a class embedding "
@@ -259,3 +266,21 @@ def detect_family(unet_config: dict, scheduler: dict | None = None, model_index:
         raise FamilyError(f"{where}: model_index.json names {pipeline!r}, but the UNet does not fit it; found "
                           f"{found}{hint}")
     return FIFFDEPTH
+
+
+def training_family(unet_config: dict, where="checkpoint") -> Family:
+    """The record FiffDepth's objective trains a UNet of this config under (train/finetune.py).
+
+    The objective calls the UNet on one 4-channel latent at t = 0, t = -1 and the trajectory timesteps, so a 4-channel
+    UNet fits: plain (SD2, GenPercept, FiffDepth) or with Lotus' class embedding, which then gets Lotus' depth label
+    on every call. The result is a FiffDepth model (t = 0), exported as such. An 8-channel UNet does not fit.
+    """
+    if unet_config.get("in_channels", 4) != 4 or unet_config.get("out_channels", 4) != 4:
+        raise FamilyError(
+            f"{where}: FiffDepth's objective cannot start from a UNet with {unet_config.get('in_channels')} input "
+            "channels (Marigold or Marigold-E2E-FT: it expects [RGB latent, second latent]); the objective feeds one "
+            "4-channel latent at t = 0, t = -1 and the trajectory steps. Start from SD2, Lotus-D or GenPercept")
+    if unet_config.get("class_embed_type") is None and unet_config.get("addition_embed_type") is None:
+        return FIFFDEPTH
+    _check_fits(LOTUS_D, unet_config, where)  # only Lotus' 4-wide projection label is known
+    return FIFFDEPTH_LOTUS

@@ -49,7 +49,9 @@ def _class_embedding(config: dict) -> dict:
 def ldm_unet_config(config: dict) -> dict:
     """Translate a diffusers ``UNet2DConditionModel`` config (SD2-family blocks) into LDM ``UNetModel`` arguments.
 
-    Raises ValueError naming the config entry when the UNet is not expressible as an SD2-family LDM UNet.
+    A projection class embedding (Lotus) becomes the LDM label embedding (``num_classes="sequential"``, its width as
+    ``adm_in_channels``), fed through the ADM input ``y``. Raises ValueError naming the config entry when the UNet
+    is not expressible as an SD2-family LDM UNet.
     """
     down, up = list(config["down_block_types"]), list(config["up_block_types"])
     if any(t not in SUPPORTED_DOWN for t in down) or any(t not in SUPPORTED_UP for t in up):

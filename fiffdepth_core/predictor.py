@@ -192,6 +192,19 @@ def _predict(backbone: Backbone, images: torch.Tensor, config: PredictConfig, pr
     return out
 
 
+def predict_depth_latent(backbone: Backbone, latent: torch.Tensor, depth_pass: str = "detailed") -> torch.Tensor:
+    """Step 4 alone: the depth latent ``[B,4,h,w]`` (scaled) of scaled RGB latents ``[B,4,h,w]``, by the
+    backbone's family (its timestep, class label, input assembly and output conversion)."""
+    family = getattr(backbone, "family", FIFFDEPTH)
+    if depth_pass not in PASSES or (depth_pass == "filtered" and not family.filter_pass):
+        allowed = PASSES if family.filter_pass else PASSES[:1]
+        raise ValueError(f"`depth_pass` must be one of {allowed} for {family.title}, got {depth_pass!r}")
+    with torch.inference_mode():
+        for t in (family.timestep, *PASS_TIMESTEPS[depth_pass][1:]):
+            latent = family.depth_latent(backbone.denoise(latent, t), latent, t)  # [B,4,h,w]
+    return latent
+
+
 def _encode(backbone: Backbone, rgb: torch.Tensor, tiles: TileConfig | None) -> torch.Tensor:
     if tiles is not None and tiles.applies(rgb.shape[-2:]):
         return tiled_encode(backbone.encode, rgb, tiles)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import ComfyExtension, io
 from typing_extensions import override
 
+from .depth_latent import FiffDepthDepthLatent
 from .estimate import FiffDepthEstimate
 from .folders import register_folders
 from .loader import FiffDepthLoader
@@ -12,7 +13,7 @@ from .save import FiffDepthColorize, FiffDepthSave
 
 register_folders()  # at import: the loader lists these folders when ComfyUI asks for its schema
 
-NODES = [FiffDepthLoader, FiffDepthEstimate, FiffDepthSave, FiffDepthColorize]
+NODES = [FiffDepthLoader, FiffDepthEstimate, FiffDepthSave, FiffDepthColorize, FiffDepthDepthLatent]
 
 
 class FiffDepthExtension(ComfyExtension):

@@ -5,6 +5,9 @@
   patches (LoRA), attention overrides and wrappers all apply; loaded through model management with a memory
   estimate, between ``pre_run()`` and ``cleanup()``. ``sigma_min`` maps to timestep 0; a negative sigma is passed
   through as a raw timestep (the t = -1 filter pass).
+  The family record adds what its UNet call needs through ComfyUI's own inputs: Lotus' class label as the ADM
+  input ``y``, E2E-FT's zero latent as ``c_concat`` (appended after the input, as the official concatenation).
+  Timesteps 999 (Lotus-D, E2E-FT) and 1 (GenPercept) go in as their sigmas, which the sampling maps back exactly.
 * ``encode``/``decode``: ``first_stage_model`` directly after loading ``vae.patcher``, which avoids
   ``VAE.encode``'s silent crop, ``VAE.decode``'s per-channel clamp and the silent tiled fallback on OOM.
 """
@@ -13,11 +16,13 @@ from __future__ import annotations
 
 import torch
 
+import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.model_sampling
 
 from ..fiffdepth_core.backbone import timestep_batch
+from ..fiffdepth_core.families import FIFFDEPTH, LOTUS_D, Family
 
 
 class RawSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.IMG_TO_IMG):
@@ -42,10 +47,31 @@ def conditioning_tensor(conditioning) -> torch.Tensor:
         raise ValueError("`conditioning` must be a CONDITIONING value such as FiffDepthLoader's output") from err
 
 
+FAMILY_ATTR = "fiffdepth_family"  # FiffDepthLoader records the checkpoint's family on the MODEL's base model
+
+
+def family_of(model) -> Family:
+    """The family of a MODEL: as FiffDepthLoader recorded it, Lotus-D for core's own Lotus models (UNETLoader on a
+    Lotus-D UNet), else FiffDepth. An 8-channel UNet loaded elsewhere is refused (its scheduler cannot be checked)."""
+    base = model.model
+    family = getattr(base, FAMILY_ATTR, None)
+    if family is not None:
+        return family
+    config = base.model_config.unet_config
+    lotus = getattr(comfy.model_base, "Lotus", ())
+    if isinstance(base, lotus) or config.get("adm_in_channels") == LOTUS_D.class_dim:
+        return LOTUS_D
+    if config.get("in_channels", 4) != 4 or config.get("adm_in_channels") is not None:
+        raise ValueError(f"this MODEL's UNet (in_channels={config.get('in_channels')}, adm_in_channels="
+                         f"{config.get('adm_in_channels')}) is not one FiffDepth can run as loaded; load the "
+                         "checkpoint with FiffDepthLoader, which recognises Marigold-E2E-FT and the other families")
+    return FIFFDEPTH
+
+
 class HostBackbone:
     """:class:`fiffdepth_core.backbone.Backbone` on a ComfyUI MODEL (ModelPatcher) and VAE."""
 
-    def __init__(self, model, vae, context: torch.Tensor):
+    def __init__(self, model, vae, context: torch.Tensor, family: Family | None = None):
         self.patcher = model.clone()
         self.patcher.add_object_patch("model_sampling", raw_sampling_for(model))
         self.vae = vae
@@ -54,12 +80,13 @@ class HostBackbone:
         base = self.patcher.model
         self.dtype = base.manual_cast_dtype or base.get_dtype()
         self.latent_format = self.patcher.get_model_object("latent_format")
+        self.family = family if family is not None else family_of(model)
 
     def upcast(self) -> "HostBackbone":
         """The same models computing the UNet in fp32 (ComfyUI's manual cast), to recover from an fp16 overflow."""
         model = self.patcher.clone()
         model.set_model_compute_dtype(torch.float32)
-        return HostBackbone(model, self.vae, self.context)
+        return HostBackbone(model, self.vae, self.context, self.family)
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         vae = self.vae
@@ -84,6 +111,11 @@ class HostBackbone:
         x = latent.to(self.device)
         cond = {"c_crossattn": self.context.to(self.device).expand(batch, -1, -1),  # [B,T,D]
                 "transformer_options": transformer_options}
+        labels = self.family.class_labels(batch, self.device, torch.float32)  # [B,n] or None
+        if labels is not None:
+            cond["y"] = labels  # Lotus' task label through the label embedding (ADM input)
+        if self.family.concat_zeros:
+            cond["c_concat"] = torch.zeros_like(x)  # appended after x: cat([rgb_latent, zeros]), [B,8,h,w]
         patcher.pre_run()
         try:
             wrapper = options.get("model_function_wrapper")

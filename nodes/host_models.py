@@ -47,14 +47,21 @@ def _latent_format(scale: float):
 
 
 def build_model(unet_config: dict, diffusers_sd: dict, latent_scale: float, dtype: torch.dtype):
-    """A ComfyUI ``ModelPatcher`` for the UNet, IMG_TO_IMG typed (raw output), weights in ``dtype``."""
+    """A ComfyUI ``ModelPatcher`` for the UNet, IMG_TO_IMG typed (raw output), weights in ``dtype``.
+
+    A UNet with a class embedding (Lotus) becomes core's ``Lotus`` model: its label embedding is fed by the ADM
+    input ``y``, which core's samplers fill with Lotus' depth label. An 8-channel UNet (Marigold-E2E-FT) takes its
+    extra channels through ``c_concat``.
+    """
     cfg = comfy_unet_config(unet_config)
     model_config = type("FiffDepthModelConfig", (FiffDepthSD2,), {"latent_format": _latent_format(latent_scale)})(cfg)
     load_device = comfy.model_management.get_torch_device()
     manual_cast = comfy.model_management.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
     model_config.set_inference_dtype(dtype, manual_cast)
     offload = comfy.model_management.unet_offload_device()
-    model = comfy.model_base.BaseModel(model_config, model_type=comfy.model_base.ModelType.IMG_TO_IMG, device=offload)
+    lotus = getattr(comfy.model_base, "Lotus", None)  # core's Lotus model (newer than ComfyUI 0.3.48)
+    model_class = lotus if cfg["adm_in_channels"] is not None and lotus is not None else comfy.model_base.BaseModel
+    model = model_class(model_config, model_type=comfy.model_base.ModelType.IMG_TO_IMG, device=offload)
     key_map = comfy.utils.unet_to_diffusers(model_config.unet_config)  # diffusers key -> LDM key
     ldm_sd = {key_map[k]: v for k, v in diffusers_sd.items() if k in key_map}
     unmapped = sorted(k for k in diffusers_sd if k not in key_map)

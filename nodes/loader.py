@@ -8,8 +8,10 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 
 from ..fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
+from ..fiffdepth_core.families import FAMILY_CHOICES
 from ..fiffdepth_core.runtime import DTYPES
 from .folders import checkpoint_names, checkpoint_path
+from .host_backbone import FAMILY_ATTR
 from .host_models import build_model, build_vae
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -36,14 +38,21 @@ class FiffDepthLoader(io.ComfyNode):
             category="FiffDepth",
             description="Loads a FiffDepth checkpoint (diffusers folder, folder of single files, or one .safetensors "
                         "bundle) from models/fiffdepth or models/geometry_estimation as ComfyUI MODEL and VAE, built "
-                        "from the checkpoint's own configs, plus the empty-prompt embedding FiffDepth conditions on.",
+                        "from the checkpoint's own configs, plus the empty-prompt embedding FiffDepth conditions on. "
+                        "Lotus-D, GenPercept and Marigold-E2E-FT checkpoints (published weights) load the same way "
+                        "and run as their authors run them.",
             inputs=[
                 io.Combo.Input("model_name", options=checkpoint_names(),
-                               tooltip="Checkpoint under models/fiffdepth or models/geometry_estimation. No official "
-                                       "weights are public: train one with train/finetune.py."),
+                               tooltip="Checkpoint under models/fiffdepth or models/geometry_estimation. No FiffDepth "
+                                       "weights are public (train one with train/finetune.py); Lotus-D, GenPercept "
+                                       "and Marigold-E2E-FT folders work today (README)."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="auto: ComfyUI's choice for this device (fp32 on CPU, bf16/fp16 on GPU). fp16 "
                                        "keeps the VAE in bf16/fp32."),
+                io.Combo.Input("family", options=list(FAMILY_CHOICES), default="auto", optional=True,
+                               tooltip="Model family. auto: recognised from the checkpoint (FiffDepth, Lotus-D, "
+                                       "GenPercept, Marigold-E2E-FT; '-disparity' checkpoints by their folder name). "
+                                       "Pick one to override."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL"),
@@ -53,10 +62,11 @@ class FiffDepthLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model_name, precision="auto") -> io.NodeOutput:
-        info = inspect_checkpoint(checkpoint_path(model_name))
+    def execute(cls, model_name, precision="auto", family="auto") -> io.NodeOutput:
+        info = inspect_checkpoint(checkpoint_path(model_name), family)
         unet_dtype, vae_dtype = pick_dtypes(precision)
         model = build_model(info.unet_config, load_state_dict(info, "unet"), info.latent_scale, unet_dtype)
+        setattr(model.model, FAMILY_ATTR, info.family)  # FiffDepthEstimate runs the pass this family's way
         vae = build_vae(info.vae_config, load_state_dict(info, "vae"), vae_dtype)
         embed = empty_embedding(info)  # [1,2,D]
         return io.NodeOutput(model, vae, [[embed, {}]])

@@ -191,7 +191,7 @@ def test_headless_server_runs_loader_estimate_save(tmp_path):
         "3": {"class_type": "FiffDepthEstimate", "inputs": {
             "model": ["2", 0], "vae": ["2", 1], "image": ["1", 0], "conditioning": ["2", 2],
             "processing_resolution": 0, "batch_size": 1, "depth_pass": "detailed", "normalization": "per_image",
-            "vae_tiling": "off"}},
+            "vae_tiling": "off", "temporal": "off"}},
         "4": {"class_type": "FiffDepthSave", "inputs": {"depth": ["3", 1], "filename_prefix": "srv/depth",
                                                          "format": "npy"}},
         "5": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "srv/cn"}},

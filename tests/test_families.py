@@ -177,6 +177,15 @@ def test_eight_channels_without_a_scheduler_are_ambiguous(family_dirs, tmp_path)
     assert inspect_checkpoint(folder, family="marigold-e2e-ft").family.timestep == 999
 
 
+def test_listing_offers_each_unet_of_a_genpercept_folder(family_dirs, tmp_path):
+    from fiffdepth_core.checkpoint import find_checkpoints
+
+    root = family_dirs["genpercept"].parent
+    names = find_checkpoints(root)
+    assert {"genpercept-models", "genpercept-models/unet_depth_v2", "genpercept-models/unet_normal_v2"} <= set(names)
+    assert "lotus-depth-d-v1-0/unet" not in names  # a single UNet is not listed twice
+
+
 def test_generative_and_other_task_siblings_are_refused(family_dirs, tmp_path):
     lotus_g = tmp_path / "lotus-g"
     shutil.copytree(family_dirs["lotus"], lotus_g)

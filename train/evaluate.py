@@ -36,6 +36,7 @@ from functools import partial  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from fiffdepth_core.families import FAMILY_CHOICES  # noqa: E402
 from fiffdepth_core.files import json_safe, load_image, read_exr, write_npy, write_png8  # noqa: E402
 from fiffdepth_core.parallel import ProcessGroup, from_env  # noqa: E402
 from fiffdepth_core.metrics import (ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, align, boundary_f1,  # noqa: E402
@@ -227,6 +228,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alignment", choices=ALIGNMENTS, help="default: the set's (least_square)")
     p.add_argument("--processing-resolution", type=_non_negative, help="long edge; 0 = native (default: the set's)")
     p.add_argument("--depth-pass", choices=PASSES, default="detailed")
+    p.add_argument("--family", choices=FAMILY_CHOICES, default="auto",
+                   help="model family of --checkpoint (default auto: detected; Lotus-D, GenPercept, E2E-FT...)")
     p.add_argument("--batch-size", type=_positive, default=1)
     p.add_argument("--workers", type=_non_negative, help="processes reading samples ahead of the model (default: "
                    "up to 4 per process, as the cores allow; 0 = read on the main thread)")
@@ -252,9 +255,10 @@ def _make_predictor(args, eval_set: EvalSet, output_dir: Path, device: torch.dev
     dtype, vae_dtype = resolve_dtypes(args.dtype, device)
     resolution = eval_set.processing_resolution if args.processing_resolution is None else args.processing_resolution
     config = PredictConfig(processing_resolution=resolution, batch_size=args.batch_size, depth_pass=args.depth_pass)
+    info = inspect_checkpoint(args.checkpoint, args.family)
     meta = {"checkpoint": str(args.checkpoint.resolve()), "dataset": eval_set.name, "dtype": str(dtype),
             "processing_resolution": resolution, "depth_pass": args.depth_pass,
-            "weights": fingerprint(inspect_checkpoint(args.checkpoint))}  # a re-export invalidates the cache
+            "weights": fingerprint(info), "family": info.family.name}  # a re-export invalidates the cache
     problem = None
     if group.processes.is_main:  # one process checks and claims the cache; every process stops if it refuses
         try:
@@ -264,7 +268,7 @@ def _make_predictor(args, eval_set: EvalSet, output_dir: Path, device: torch.dev
     problem = group.gather(problem)[0]
     if problem:
         raise ValueError(problem)
-    backbone = load_standalone(args.checkpoint, device=device, dtype=dtype, vae_dtype=vae_dtype)
+    backbone = load_standalone(args.checkpoint, device=device, dtype=dtype, vae_dtype=vae_dtype, family=args.family)
     log.info("loaded %s on %s (%s); processing resolution %s", args.checkpoint, device, dtype, resolution or "native")
     return CheckpointPredictor(backbone, config, output_dir / "predictions", args.recompute), meta
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, instantiate, load_state_dict
+from fiffdepth_core.families import training_family
 from fiffdepth_core.runtime import DTYPES
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ def build_models(config: dict, run_path: Path, accelerator):
 
     base = resolve_base(config, run_path, accelerator)
     info = inspect_checkpoint(base)
+    trained_as = training_family(info.unet_config, base)  # refuses UNets the objective cannot feed (8 channels)
+    if info.family.name != trained_as.name:
+        log.info("starting from a %s checkpoint: training it with FiffDepth's objective makes it a %s model "
+                 "(t = 0 depth pass)", info.family.title, trained_as.title)
     with accelerator.main_process_first():  # rank 0 runs the text encoder once and caches the embedding
         embed = empty_embedding(inspect_checkpoint(base))
     unet = instantiate(UNet2DConditionModel, info.unet_config, load_state_dict(info, "unet"), f"{base} (unet)",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from fiffdepth_core.backbone import StandaloneBackbone
+from fiffdepth_core.backbone import StandaloneBackbone, unwrap_module
+from fiffdepth_core.families import training_family
 from fiffdepth_core.losses import LossWeights, depth_loss, masked_mse, total_loss, trajectory_targets
 
 
@@ -34,7 +35,8 @@ class FiffDepthObjective(torch.nn.Module):
         """The standalone backbone over this objective's UNet and the frozen VAE (made once, on first use, after
         the objective has been moved to its device)."""
         if self._backbone is None or self._backbone.device != self.empty_embed.device:
-            self._backbone = StandaloneBackbone(self.unet, self._vae[0], self.empty_embed)
+            family = training_family(unwrap_module(self.unet).config)  # Lotus-D: its depth label on every call
+            self._backbone = StandaloneBackbone(self.unet, self._vae[0], self.empty_embed, family=family)
         return self._backbone
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:

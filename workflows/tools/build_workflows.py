@@ -232,7 +232,8 @@ def image_to_depth(info: dict) -> dict:
                   "\n\n16-bit PNGs (depth × 65535) go to `output/FiffDepth/`; pick `npy` or `exr` in the save node "
                   "for float32.", [-480, -30], [440, 460])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=FIFFDEPTH_CKPT, precision="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
+                   family="auto")
     detailed = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (detailed, t = 0)",
                      depth_pass="detailed")
     filtered = g.add("FiffDepthEstimate", [400, 470], [330, 258], title="FiffDepth Estimate (filtered, t = −1)",
@@ -278,7 +279,8 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
            "FiffDepth's maps are crisper than the MiDaS-era maps ControlNets were trained on: lower `strength` or "
            "`end_percent` if the result looks over-constrained.", [-480, -30], [440, 520])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=FIFFDEPTH_CKPT, precision="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
+                   family="auto")
     est = g.add("FiffDepthEstimate", [400, 0], [330, 258])
     g.link(loader, "MODEL", est, "model")
     g.link(loader, "VAE", est, "vae")
@@ -344,7 +346,8 @@ def video_depth(info: dict) -> dict:
            [-480, -30], [440, 420])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [400, 182], [260, 66])
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=FIFFDEPTH_CKPT, precision="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
+                   family="auto")
     est = g.add("FiffDepthEstimate", [720, 0], [330, 258], title="FiffDepth Estimate (aligned video)",
                 batch_size=4, normalization="whole_batch", temporal="align")
     g.link(video, "VIDEO", frames, "video")
