@@ -47,7 +47,8 @@ def main() -> None:
         crash = (int(parts[2]), int(parts[3])) if len(parts) == 4 else (None, None)
         _patch(parts[0], parts[1], *crash)
     target, sys.argv = sys.argv[1], sys.argv[1:]
-    if target.endswith(".py"):
+    if target.endswith(".py"):  # as `python SCRIPT`: the script's folder, not this one, first on sys.path
+        sys.path[0] = os.path.dirname(os.path.abspath(target))
         runpy.run_path(target, run_name="__main__")
     else:
         runpy.run_module(target, run_name="__main__", alter_sys=True)
