@@ -42,6 +42,7 @@ def fiffdepth_pass_with_lotus_label(folder: Path, images: torch.Tensor) -> torch
     return (decoded.mean(dim=1).clamp(-1, 1) + 1) / 2
 
 
+@pytest.mark.slow  # a training run
 def test_lotus_d_fine_tuned_with_fiffdepth_objective_becomes_a_fiffdepth_model(tmp_path):
     base = write_lotus(tmp_path / "lotus-depth-d-v1-0")
     result = fine_tune(base, tmp_path / "run")
