@@ -132,7 +132,7 @@ class TemporalAligner:
         self.reference = None
 
     def update(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
-        """Align one raw depth map ``[H,W]``; returns the aligned map (float32, same device) and an :class:`AlignStep`."""
+        """Align one raw depth map ``[H,W]``: the aligned map (float32, same device) and an :class:`AlignStep`."""
         if depth.ndim != 2:
             raise ValueError(f"`depth` must be one frame [H,W], got shape {tuple(depth.shape)}")
         depth = depth.float()

@@ -12,6 +12,7 @@ from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
 from ..fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth
 from ..fiffdepth_core.runtime import plan_config
 from ..fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence
+from . import compat
 from .host_backbone import HostBackbone, conditioning_tensor
 
 TILE_SIZE = 1024
@@ -46,7 +47,9 @@ class FiffDepthEstimate(io.ComfyNode):
         return io.Schema(
             node_id="FiffDepthEstimate",
             display_name="FiffDepth Estimate",
-            category="FiffDepth",
+            category=compat.CATEGORY,
+            **compat.schema_extras(io.Schema, compat.SEARCH_ALIASES + [
+                "controlnet depth", "depth map", "depth estimation", "monocular depth", "video depth", "zdepth"]),
             description="FiffDepth monocular depth in one deterministic UNet pass (t=0) on the connected MODEL and "
                         "VAE. `controlnet` is ready for depth ControlNets (near = white, robustly normalised, input "
                         "size); `depth` is the raw affine-invariant depth in [0,1] (0 = near) for 3D/VFX.",
@@ -72,16 +75,18 @@ class FiffDepthEstimate(io.ComfyNode):
                 io.Combo.Input("vae_tiling", options=["auto", "on", "off"], default="auto",
                                tooltip="Tiled VAE for images too large for memory (the UNet always sees the whole "
                                        "image). auto: only when needed"),
-                io.Combo.Input("temporal", options=list(TEMPORAL_MODES), default="off",
+                io.Combo.Input("temporal", options=list(TEMPORAL_MODES), default="off", optional=True,
                                tooltip="Video: align treats the batch as consecutive frames and maps each frame's "
                                        "depth onto a running reference (robust scale and shift; scene cuts restart "
                                        "it), then rescales the whole clip to [0,1], so depth no longer flickers. Use "
-                                       "with normalization whole_batch. off: each image's own depth"),
+                                       "with normalization whole_batch. off: each image's own depth (optional, so "
+                                       "prompts saved before it existed still run)"),
             ],
             outputs=[
                 io.Image.Output(display_name="controlnet", tooltip="3-channel, near = white, for depth ControlNets"),
-                io.Mask.Output(display_name="depth", tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near. With temporal "
-                               "align: the clip's depth in one common scale, 0 = its nearest point, 1 = its farthest"),
+                io.Mask.Output(display_name="depth",
+                               tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near. With temporal align: the clip's "
+                                       "depth in one common scale, 0 = its nearest point, 1 = its farthest"),
             ],
         )
 
@@ -93,8 +98,9 @@ class FiffDepthEstimate(io.ComfyNode):
         images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
         config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
                                depth_pass=depth_pass)
-        config = plan_config(config, images.shape, mm.get_free_memory(backbone.device), backbone.dtype, vae.vae_dtype,
-                             vae_tiling, TILE_SIZE, auto_batch=batch_size == 0)
+        free = compat.free_memory(backbone.patcher, backbone.device)
+        config = plan_config(config, images.shape, free, backbone.dtype, vae.vae_dtype, vae_tiling, TILE_SIZE,
+                             auto_batch=batch_size == 0)
         bar = comfy.utils.ProgressBar(1)
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
                               interrupt=mm.throw_exception_if_processing_interrupted,

@@ -23,6 +23,7 @@ import comfy.model_sampling
 
 from ..fiffdepth_core.backbone import timestep_batch
 from ..fiffdepth_core.families import FIFFDEPTH, LOTUS_D, Family
+from . import compat
 
 
 class RawSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.IMG_TO_IMG):
@@ -90,15 +91,17 @@ class HostBackbone:
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_encode(rgb.shape, vae.vae_dtype))
-        z = vae.first_stage_model.encode(rgb.to(vae.device, vae.vae_dtype)).float()  # [B,4,h,w] posterior mean
+        with compat.device_context(vae.device):  # as core's VAE.encode (ComfyUI 0.38)
+            compat.load_vae(vae, vae.memory_used_encode(rgb.shape, vae.vae_dtype))
+            z = vae.first_stage_model.encode(rgb.to(vae.device, vae.vae_dtype)).float()  # [B,4,h,w] posterior mean
         return self.latent_format.process_in(z)  # x scale
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         vae = self.vae
-        mm.load_models_gpu([vae.patcher], memory_required=vae.memory_used_decode(latent.shape, vae.vae_dtype))
         z = self.latent_format.process_out(latent.float())  # / scale, [B,4,h,w]
-        return vae.first_stage_model.decode(z.to(vae.device, vae.vae_dtype)).float()  # [B,3,H,W] unclamped
+        with compat.device_context(vae.device):
+            compat.load_vae(vae, vae.memory_used_decode(latent.shape, vae.vae_dtype))
+            return vae.first_stage_model.decode(z.to(vae.device, vae.vae_dtype)).float()  # [B,3,H,W] unclamped
 
     def denoise(self, latent: torch.Tensor, timestep: int | torch.Tensor) -> torch.Tensor:
         patcher, batch = self.patcher, latent.shape[0]

@@ -18,6 +18,7 @@ import comfy.supported_models
 import comfy.utils
 
 from ..fiffdepth_core.ldm_config import ldm_unet_config
+from . import compat
 
 # Keys ComfyUI's UNetModel takes beyond the LDM ones the shared translation produces.
 COMFY_EXTRAS = {"use_temporal_attention": False, "use_temporal_resblock": False, "attn_precision": torch.float32}
@@ -69,8 +70,11 @@ def build_model(unet_config: dict, diffusers_sd: dict, latent_scale: float, dtyp
     if unmapped or missing:
         raise ValueError(f"UNet weights do not match its config: {len(missing)} missing (e.g. {missing[:3]}), "
                          f"{len(unmapped)} unexpected (e.g. {unmapped[:3]})")
-    model.load_model_weights(ldm_sd, "")
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
+    patcher = compat.patcher_class()(model, load_device=load_device, offload_device=offload)  # dynamic VRAM: 0.38
+    if compat.is_dynamic(patcher):  # weights are assigned, not copied: give them the model's dtype first
+        ldm_sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ldm_sd.items()}
+    compat.load_model_weights(model, ldm_sd, patcher)
+    return patcher
 
 
 def build_vae(vae_config: dict, diffusers_sd: dict, dtype: torch.dtype):

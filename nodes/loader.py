@@ -10,6 +10,7 @@ import comfy.model_management as mm
 from ..fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
 from ..fiffdepth_core.families import FAMILY_CHOICES
 from ..fiffdepth_core.runtime import DTYPES
+from . import compat
 from .folders import checkpoint_names, checkpoint_path
 from .host_backbone import FAMILY_ATTR
 from .host_models import build_model, build_vae
@@ -35,7 +36,8 @@ class FiffDepthLoader(io.ComfyNode):
         return io.Schema(
             node_id="FiffDepthLoader",
             display_name="FiffDepth Loader",
-            category="FiffDepth",
+            category=compat.CATEGORY,
+            **compat.schema_extras(io.Schema, compat.SEARCH_ALIASES + ["depth model", "load fiffdepth"]),
             description="Loads a FiffDepth checkpoint (diffusers folder, folder of single files, or one .safetensors "
                         "bundle) from models/fiffdepth or models/geometry_estimation as ComfyUI MODEL and VAE, built "
                         "from the checkpoint's own configs, plus the empty-prompt embedding FiffDepth conditions on. "

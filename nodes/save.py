@@ -11,6 +11,7 @@ import comfy.model_management as mm
 
 from ..fiffdepth_core.files import WRITERS
 from ..fiffdepth_core.postprocess import colorize
+from . import compat
 
 EXTENSIONS = {"png16": "png", "npy": "npy", "exr": "exr"}
 
@@ -21,7 +22,8 @@ class FiffDepthSave(io.ComfyNode):
         return io.Schema(
             node_id="FiffDepthSave",
             display_name="FiffDepth Save Depth",
-            category="FiffDepth",
+            category=compat.CATEGORY,
+            **compat.schema_extras(io.Schema, compat.SEARCH_ALIASES + ["save depth", "16-bit png", "exr", "npy"]),
             description="Saves raw depth losslessly into ComfyUI's output folder with the usual counter naming: "
                         "16-bit PNG (depth x 65535), float32 .npy, or float32 EXR (channel Z). Never overwrites.",
             inputs=[
@@ -58,7 +60,8 @@ class FiffDepthColorize(io.ComfyNode):
         return io.Schema(
             node_id="FiffDepthColorize",
             display_name="FiffDepth Colorize",
-            category="FiffDepth",
+            category=compat.CATEGORY,
+            **compat.schema_extras(io.Schema, compat.SEARCH_ALIASES + ["depth preview", "colormap", "colorize depth"]),
             description="Colour preview of raw depth with the Spectral map the reference pipeline uses "
                         "(red = near, violet = far).",
             inputs=[io.Mask.Input("depth", tooltip="Raw depth from FiffDepthEstimate")],

@@ -11,14 +11,14 @@ from workflow_api import NOTE_NODES, VIRTUAL_NODES, combo_values, spec_options, 
 
 WORKFLOW_DIR = PACK_ROOT / "workflows"
 NAMES = ("fiffdepth_1_image_to_depth", "fiffdepth_2_controlnet_sd15", "fiffdepth_3_controlnet_sdxl",
-         "fiffdepth_4_video_depth", "fiffdepth_5_core_loaders")
+         "fiffdepth_4_video_depth", "fiffdepth_5_core_loaders", "fiffdepth_6_video_controlnet_wan")
 PACK_NODES = frozenset({"FiffDepthLoader", "FiffDepthEstimate", "FiffDepthSave", "FiffDepthColorize",
                         "FiffDepthDepthLatent"})
 CORE_NODES = frozenset({
     "LoadImage", "PreviewImage", "SaveImage", "CheckpointLoaderSimple", "ControlNetLoader", "ControlNetApplyAdvanced",
     "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "ImageScaleToTotalPixels", "GetImageSize",
     "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "UNETLoader", "VAELoader", "CLIPLoader",
-    "LotusConditioning",
+    "LotusConditioning", "ImageScale", "ModelSamplingSD3", "WanVaceToVideo", "TrimVideoLatent",
 }) | VIRTUAL_NODES
 # loader -> (model folder under ComfyUI/models, widget holding the file name)
 LOADERS = {"FiffDepthLoader": ("fiffdepth", "model_name"), "CheckpointLoaderSimple": ("checkpoints", "ckpt_name"),

@@ -196,6 +196,7 @@ def schema_to_info(schema: Record) -> dict:
         "output": [o.io_type for o in outputs],
         "output_name": [o.kwargs.get("display_name") or o.id or o.io_type for o in outputs],
         "output_node": bool(kw.get("is_output_node", False)),
+        **({"search_aliases": list(kw["search_aliases"])} if "search_aliases" in kw else {}),
     }
 
 

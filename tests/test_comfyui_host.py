@@ -155,6 +155,54 @@ def test_temporal_align_in_the_host_equals_the_core_alignment(host):
     assert (control[..., 0] - controlnet_depth(reference, "whole_batch")).abs().max().item() <= 1e-3
 
 
+def test_newer_comfyui_paths_through_the_real_host(host, monkeypatch):
+    """ComfyUI 0.38's dynamic-VRAM API imitated on the real host (CoreModelPatcher, ``assign=`` weight loading,
+    ``cuda_device_context`` around VAE calls, free memory from the patcher): the pack takes every new path and the
+    depth is unchanged. Without them (the plain host), every other test here runs the fallbacks."""
+    import contextlib
+
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    nodes, base = host
+    log = {"assign": [], "contexts": [], "free": 0}
+
+    class Dynamic(comfy.model_patcher.ModelPatcher):
+        def is_dynamic(self):
+            return True
+
+        def get_free_memory(self, device):
+            log["free"] += 1
+            return mm.get_free_memory(device)
+
+    original = comfy.model_base.BaseModel.load_model_weights
+
+    def load_model_weights(self, sd, unet_prefix="", assign=False):  # the newer signature
+        log["assign"].append(assign)
+        return original(self, sd, unet_prefix)
+
+    @contextlib.contextmanager
+    def cuda_device_context(device):
+        log["contexts"].append(str(device))
+        yield
+
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", Dynamic, raising=False)
+    monkeypatch.setattr(comfy.model_base.BaseModel, "load_model_weights", load_model_weights)
+    monkeypatch.setattr(mm, "cuda_device_context", cuda_device_context, raising=False)
+    mapping = nodes.NODE_CLASS_MAPPINGS
+    images = seeded_images(2, 64, 96, seed=5)
+    with torch.inference_mode():
+        model, vae, cond = mapping["FiffDepthLoader"].execute(model_name="tiny", precision="fp32").args
+        _, depth = mapping["FiffDepthEstimate"].execute(model=model, vae=vae, image=images.movedim(1, -1),
+                                                        conditioning=cond, processing_resolution=64,
+                                                        batch_size=1).args
+    assert type(model) is Dynamic and log["assign"] == [True]
+    assert log["free"] == 1 and log["contexts"] == ["cpu"] * 4  # 2 encodes + 2 decodes (one image per call)
+    expected = standalone_depth(base / "models" / "tiny", images, processing_resolution=64)
+    assert (depth - expected).abs().max().item() <= FP32_TOL
+
+
 def test_save_node_writes_lossless_files_with_counter_names(host):
     nodes, base = host
     depth = torch.rand(2, 16, 24)

@@ -175,6 +175,20 @@ def test_each_workflow_does_its_job(pack_info):
     assert frames["type"] == "GetVideoComponents" and source_of(wf, frames, "video")[0]["type"] == "LoadVideo"
     assert of_type(wf, "SaveImage") and of_type(wf, "FiffDepthSave")
 
+    wf = load(NAMES[5])  # video -> aligned depth -> Wan VACE's control video
+    (values,) = estimate_inputs(wf)
+    assert values["temporal"] == "align" and values["normalization"] == "whole_batch"
+    est = of_type(wf, "FiffDepthEstimate")[0]
+    assert source_of(wf, source_of(wf, est, "image")[0], "video")[0]["type"] == "LoadVideo"
+    vace = of_type(wf, "WanVaceToVideo")[0]
+    scale, _ = source_of(wf, vace, "control_video")
+    assert scale["type"] == "ImageScale" and source_of(wf, scale, "image") == (est, 0)  # the controlnet output
+    assert scale["widgets_values"][1:3] == [vace["widgets_values"][0], vace["widgets_values"][1]]  # 832 x 480
+    sampler = of_type(wf, "KSampler")[0]
+    assert source_of(wf, sampler, "latent_image")[0] is vace and source_of(wf, sampler, "positive")[0] is vace
+    trim = of_type(wf, "TrimVideoLatent")[0]
+    assert source_of(wf, trim, "trim_amount") == (vace, 3) and of_type(wf, "SaveVideo")
+
     wf = load(NAMES[4])
     est = of_type(wf, "FiffDepthEstimate")[0]
     assert not of_type(wf, "FiffDepthLoader")
@@ -232,6 +246,25 @@ def test_converter_follows_the_frontend_rules():
     assert prompt["4"]["inputs"] == {"image": ["1", 0], "seed": ["1", 1], "steps": 42, "mode": "b", "flag": True}
     assert prompt["6"]["inputs"] == {"file": "x.png"}
     bad = synthetic_workflow()
-    bad["nodes"][3]["widgets_values"].pop()
+    bad["nodes"][3]["widgets_values"].append("surplus")
     with pytest.raises(ValueError, match="widgets_values"):
         ui_to_api(bad, SYNTHETIC_INFO)
+
+
+def test_converter_gives_widgets_a_newer_server_added_their_defaults():
+    """Saved before the server grew a widget (as core's ImageScaleToTotalPixels grew ``resolution_steps``): the
+    frontend keeps the new widget's default, and so does the converter; a new widget without a default is an error."""
+    newer = {**SYNTHETIC_INFO, "Dst": {**SYNTHETIC_INFO["Dst"], "input": {
+        "required": {**SYNTHETIC_INFO["Dst"]["input"]["required"], "steps2": ["INT", {"default": 3}]},
+        "optional": {**SYNTHETIC_INFO["Dst"]["input"]["optional"], "extra": [["p", "q"]]}},
+        "input_order": {"required": ["image", "seed", "steps", "mode", "steps2"],
+                        "optional": ["mask", "flag", "extra"]}}}
+    wf = synthetic_workflow()
+    wf["nodes"][3]["widgets_values"] = [5, "randomize", 30, "b"]  # saved by an older server: no flag either
+    prompt = ui_to_api(wf, newer)
+    assert prompt["4"]["inputs"]["steps2"] == 3 and prompt["4"]["inputs"]["extra"] == "p"
+    assert prompt["4"]["inputs"]["mode"] == "b" and prompt["4"]["inputs"]["flag"] is False
+    no_default = {**newer, "Dst": {**newer["Dst"], "input": {**newer["Dst"]["input"], "required": {
+        **newer["Dst"]["input"]["required"], "steps2": ["INT", {}]}}}}
+    with pytest.raises(ValueError, match="'steps2' is missing"):
+        ui_to_api(wf, no_default)

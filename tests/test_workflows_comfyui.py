@@ -213,6 +213,32 @@ def test_generation_workflows_pass_prompt_validation(server):
     _drain(url)
 
 
+def test_workflows_take_a_newer_core_widget(server):
+    """Newer core appended ``resolution_steps`` (default 1) to ImageScaleToTotalPixels: the workflows convert against
+    that schema with the frontend's rule (new trailing widgets keep their defaults) and still pass validation."""
+    import copy
+
+    info = copy.deepcopy(server["info"])
+    node = info["ImageScaleToTotalPixels"]
+    node["input"]["required"]["resolution_steps"] = ["INT", {"default": 1, "min": 1, "max": 256}]
+    node["input_order"]["required"].append("resolution_steps")
+    url = server["url"]
+    for name in NAMES[1:3]:
+        prompt = ui_to_api(load(name), info)
+        scales = [n for n in prompt.values() if n["class_type"] == "ImageScaleToTotalPixels"]
+        assert scales and all(n["inputs"]["resolution_steps"] == 1 for n in scales), name
+        for n in scales:  # this server (0.3.64) does not know the input: send it what it knows
+            del n["inputs"]["resolution_steps"]
+        assert prompt == ui_to_api(load(name), server["info"]), name
+        _drain(url)
+        status, body = post_prompt(url, prompt)
+        if status == 200:
+            _post(url, "/queue", {"delete": [body["prompt_id"]]})
+            _post(url, "/interrupt", {"prompt_id": body["prompt_id"]})
+        assert status == 200 and body.get("node_errors") == {}, (name, body)
+    _drain(url)
+
+
 def test_frontend_loads_and_saves_workflows_unchanged(server):
     import frontend
 

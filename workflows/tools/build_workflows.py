@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
+import wan_workflow  # beside this script, like workflow_api
 from workflow_api import (
     combo_values,
     input_slots,
@@ -410,12 +412,14 @@ def core_loaders(info: dict) -> dict:
     return g.to_json()
 
 
+
 BUILDERS = {
     "fiffdepth_1_image_to_depth": image_to_depth,
     "fiffdepth_2_controlnet_sd15": lambda info: controlnet_workflow(info, sdxl=False),
     "fiffdepth_3_controlnet_sdxl": lambda info: controlnet_workflow(info, sdxl=True),
     "fiffdepth_4_video_depth": video_depth,
     "fiffdepth_5_core_loaders": core_loaders,
+    "fiffdepth_6_video_controlnet_wan": lambda info: wan_workflow.video_controlnet_wan(info, sys.modules[__name__]),
 }
 
 

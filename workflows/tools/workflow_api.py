@@ -123,10 +123,24 @@ def widget_values(node: dict, info: dict) -> dict:
     layout = widget_layout(info)
     if isinstance(values, dict):  # some custom nodes save widgets by name
         return {name: values[name] for name in layout if name is not None and name in values}
+    if len(values) < len(layout):  # widgets a newer server added at the end keep their defaults, as in the frontend
+        values = list(values) + [_default(info, name) for name in layout[len(values):]]
     if len(values) != len(layout):
         raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values for the widget layout "
                          f"{layout} ({len(layout)} values)")
     return {name: value for name, value in zip(layout, values, strict=True) if name is not None}
+
+
+def _default(info: dict, name: str | None):
+    if name is None:  # a frontend-only widget
+        return None
+    spec = {n: s for n, s, _ in ordered_inputs(info)}[name]
+    options, choices = spec_options(spec), combo_values(spec) if spec_type(spec) == "COMBO" else []
+    if "default" in options:
+        return options["default"]
+    if choices:
+        return choices[0]
+    raise ValueError(f"widget {name!r} is missing from widgets_values and has no default")
 
 
 class _Graph:
