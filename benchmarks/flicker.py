@@ -9,7 +9,9 @@ and turning a little every frame), with exact planar depth. Two kinds of per-fra
 * ``perturbed``: each frame's true depth normalised to [0, 1] like the model's output (2nd/98th percentiles,
   clipped), then a random affine per frame (scale 0.6-1.5, shift +-0.2) and Gaussian noise (sigma 0.01): what an
   affine-invariant estimator does, with a known answer;
-* ``model``: the predictions of a FiffDepth checkpoint (``--checkpoint``) on the rendered RGB frames.
+* ``model``: the predictions of a FiffDepth checkpoint (``--checkpoint``) on the rendered RGB frames, each with a
+  random exposure change (gain and gamma within ``--exposure-jitter``, as auto-exposure and grading shift real
+  footage from frame to frame), plus the same frames without it (``model, steady exposure``).
 
 Each is scored raw (``off``) and after :func:`fiffdepth_core.temporal.align_sequence` (``align``), with
 :mod:`fiffdepth_core.video_metrics`: ONE least-squares alignment per clip, then the temporal change at static points
@@ -66,6 +68,15 @@ def perturbed(depth: np.ndarray, rng: np.random.Generator, noise: float) -> np.n
     return np.stack(out).astype(np.float32)
 
 
+def exposure_jitter(rgb: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """``[T,3,H,W]`` frames, each with its own gain (1 +- amount) and gamma (1 +- amount/2)."""
+    out = []
+    for frame in rgb:
+        gain, gamma = rng.uniform(1 - amount, 1 + amount), rng.uniform(1 - amount / 2, 1 + amount / 2)
+        out.append(np.clip(gain * np.power(frame, gamma), 0.0, 1.0))
+    return np.stack(out).astype(np.float32)
+
+
 def model_predictions(backbone, rgb: np.ndarray, resolution: int) -> np.ndarray:
     from fiffdepth_core.predictor import PredictConfig, predict_depth
 
@@ -107,6 +118,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--checkpoint", help="a FiffDepth checkpoint: adds its real predictions")
     p.add_argument("--processing-resolution", type=int, default=0, help="for --checkpoint (0 = native size)")
+    p.add_argument("--exposure-jitter", type=float, default=0.15, help="per-frame gain/gamma change for the model")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -122,7 +134,9 @@ def main(argv=None) -> dict:
         floors.append(temporal_change(gt, gt))
         rows += score("perturbed", perturbed(gt, rng, args.noise), gt)
         if backbone is not None:
-            rows += score("model", model_predictions(backbone, rgb, args.processing_resolution), gt)
+            jittered = exposure_jitter(rgb, rng, args.exposure_jitter)
+            rows += score("model", model_predictions(backbone, jittered, args.processing_resolution), gt)
+            rows += score("model, steady exposure", model_predictions(backbone, rgb, args.processing_resolution), gt)
         log.info("clip %d/%d done", scene + 1, args.scenes)
     result = {"args": vars(args), "rows": rows, "gt_floor": float(np.mean(floors)),
               "seconds": round(time.perf_counter() - began, 1)}

@@ -53,8 +53,9 @@ def run_cli(clip: Path, checkpoint: Path, out: Path, args) -> dict:
     cmd = [sys.executable, "-m", "fiffdepth_core", "predict", str(clip), "--checkpoint", str(checkpoint),
            "--processing-resolution", str(args.processing_resolution), "--batch-size", str(args.batch_size),
            "--temporal", args.temporal, "--format", *args.format, "--output-dir", str(out), "-q", "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
@@ -74,6 +75,8 @@ def main(argv=None) -> dict:
     p.add_argument("--format", nargs="+", default=["controlnet"],
                    help="CLI --format (per-frame npy/png16/exr of a 1-minute 720p clip take 3-7 GB of disk)")
     p.add_argument("--checkpoint", help="default: a tiny random-weight checkpoint made here")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the CLI process (OMP_NUM_THREADS); on a "
+                   "shared machine more threads than free cores make small tensor ops many times slower")
     p.add_argument("--workdir", help="scratch folder (default: a temporary folder, removed at the end)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)

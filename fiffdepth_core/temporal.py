@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -81,42 +82,49 @@ def _grid(height: int, width: int, budget: int) -> tuple[slice, slice]:
     return slice(None, None, stride), slice(None, None, stride)
 
 
-def _weighted_fit(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[float, float]:
-    """Weighted least squares ``y ~ s * x + t`` in float64; a flat ``x`` gives ``s = 1`` and a matched mean."""
+def _weighted_fit(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Weighted least squares ``y ~ s * x + t`` (float64); a flat ``x`` gives ``s = 1`` and a matched mean."""
     sw = w.sum()
     if not sw > 0:
         return 1.0, 0.0
-    mx, my = (w * x).sum() / sw, (w * y).sum() / sw
+    mx, my = np.dot(w, x) / sw, np.dot(w, y) / sw
     dx = x - mx
-    var = (w * dx * dx).sum()
+    var = np.dot(w, dx * dx)
     if not var > 1e-18 * sw:
         return 1.0, float(my - mx)
-    scale = (w * dx * (y - my)).sum() / var
+    scale = np.dot(w, dx * (y - my)) / var
     return float(scale), float(my - scale * mx)
 
 
-def robust_affine(x: torch.Tensor, y: torch.Tensor, inlier_sigmas: float = 3.0, l1_iterations: int = 8,
-                  floor: float = 1e-6) -> tuple[float, float, torch.Tensor]:
-    """``(scale, shift, inliers)`` of ``y ~ scale * x + shift`` for flat tensors, robust to outliers in ``y``.
+def robust_affine(x, y, inlier_sigmas: float = 3.0, l1_iterations: int = 8,
+                  floor: float = 1e-6) -> tuple[float, float, np.ndarray]:
+    """``(scale, shift, inliers)`` of ``y ~ scale * x + shift`` for flat arrays, robust to outliers in ``y``.
 
     An L1 fit by iteratively reweighted least squares starts it; then two rounds of least squares on the pixels
-    within ``inlier_sigmas`` robust standard deviations (at least ``floor``) of the current fit.
+    within ``inlier_sigmas`` robust standard deviations (at least ``floor``) of the current fit. Runs in numpy on
+    the CPU: the sample is small, and tiny tensor ops pay more in threading overhead than they compute.
     """
-    x, y = x.reshape(-1).double(), y.reshape(-1).double()
-    w = torch.ones_like(x)
+    x, y = _flat64(x), _flat64(y)
+    w = np.ones_like(x)
     scale, shift = _weighted_fit(x, y, w)
     for _ in range(l1_iterations):  # IRLS for least absolute deviations
-        w = 1.0 / (scale * x + shift - y).abs().clamp_min(floor)
+        w = 1.0 / np.maximum(np.abs(scale * x + shift - y), floor)
         scale, shift = _weighted_fit(x, y, w)
-    inliers = torch.ones_like(x, dtype=torch.bool)
+    inliers = np.ones(x.shape, dtype=bool)
     for _ in range(2):
-        residual = (scale * x + shift - y).abs()
-        sigma = MAD_TO_SIGMA * residual.median()
+        residual = np.abs(scale * x + shift - y)
+        sigma = MAD_TO_SIGMA * np.median(residual)
         inliers = residual <= max(float(inlier_sigmas * sigma), floor)
         if int(inliers.sum()) < 2:
             break
-        scale, shift = _weighted_fit(x[inliers], y[inliers], inliers.double()[inliers])
+        scale, shift = _weighted_fit(x[inliers], y[inliers], np.ones(int(inliers.sum())))
     return scale, shift, inliers
+
+
+def _flat64(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 class TemporalAligner:
@@ -144,12 +152,12 @@ class TemporalAligner:
             return self._restart(depth)
         cfg = self.config
         rows, cols = _grid(*depth.shape, cfg.sample_pixels)
-        x = depth[rows, cols].reshape(-1)  # [N]
-        y = self.reference[rows, cols].reshape(-1)  # [N]
-        low, high = torch.quantile(y.double(), torch.tensor([0.02, 0.98], dtype=torch.float64, device=y.device))
+        x = _flat64(depth[rows, cols])  # [N], on the CPU
+        y = _flat64(self.reference[rows, cols])  # [N]
+        low, high = np.quantile(y, [0.02, 0.98])
         spread = max(float(high - low), 1e-6)
         scale, shift, _ = robust_affine(x, y, cfg.inlier_sigmas, cfg.l1_iterations, floor=1e-6 * spread)
-        agree = float(((scale * x.double() + shift - y.double()).abs() <= cfg.agreement * spread).double().mean())
+        agree = float((np.abs(scale * x + shift - y) <= cfg.agreement * spread).mean())
         plausible = 1.0 / cfg.max_scale_ratio <= scale <= cfg.max_scale_ratio
         if agree < cfg.min_agreement or not plausible:
             log.info("scene cut at frame %d (%.0f%% of pixels agree, scale %.3g)", self.frames, 100 * agree, scale)

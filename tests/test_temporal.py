@@ -69,7 +69,7 @@ def test_robust_fit_ignores_outliers_in_y():
     y[:1500] = torch.rand(1500, generator=gen) * 3.0  # 30% garbage
     scale, shift, inliers = robust_affine(x, y)
     assert scale == pytest.approx(1.7, rel=1e-6) and shift == pytest.approx(-0.2, abs=1e-6)
-    assert inliers[1500:].all() and inliers[:1500].float().mean() < 0.05
+    assert inliers[1500:].all() and inliers[:1500].mean() < 0.05
 
 
 def test_camera_motion_is_followed():
