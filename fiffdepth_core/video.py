@@ -118,7 +118,7 @@ class VideoWriter:
         even = width % 2 == 0 and height % 2 == 0
         self._stream.pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"  # 4:2:0 needs even sizes
         if codec == "libx264":
-            self._stream.options = {"crf": str(self.crf), "preset": "veryfast"}  # flat depth maps: plenty
+            self._stream.options = {"crf": str(self.crf), "preset": "medium"}
         else:
             self._stream.bit_rate = 8 * width * height * max(1, round(float(self.fps)))
 
