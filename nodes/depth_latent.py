@@ -7,6 +7,7 @@ from comfy_api.latest import io
 import comfy.model_management as mm
 
 from ..fiffdepth_core.predictor import PASSES, predict_depth_latent
+from . import compat
 from .estimate import empty_prompt_context
 from .host_backbone import HostBackbone
 
@@ -17,7 +18,8 @@ class FiffDepthDepthLatent(io.ComfyNode):
         return io.Schema(
             node_id="FiffDepthDepthLatent",
             display_name="FiffDepth Depth Latent",
-            category="FiffDepth",
+            category=compat.CATEGORY,
+            **compat.schema_extras(io.Schema, compat.SEARCH_ALIASES + ["depth latent", "lotus"]),
             description="The depth pass in latent space: the connected model's single UNet pass (its family's "
                         "timestep, class label and output conversion) on a VAEEncode latent, returning the depth "
                         "latent; VAEDecode it, or hand it to other latent nodes. The same latent core's Lotus "
