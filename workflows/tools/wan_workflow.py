@@ -37,7 +37,7 @@ def video_controlnet_wan(info: dict, lib) -> dict:
            "`_controlnet.mp4`.", [-480, -30], [440, 700])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [0, 662], [330, 66])
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 122], model_name=lib.FIFFDEPTH_CKPT, precision="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=lib.FIFFDEPTH_CKPT, precision="auto")
     est = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (aligned video)",
                 batch_size=4, normalization="whole_batch", temporal="align")
     scale = g.add("ImageScale", [400, 318], [330, 130], title="Scale to 832 × 480", upscale_method="bilinear",
