@@ -75,9 +75,9 @@ def photos(tmp_path_factory) -> Path:
 
 
 # -- python -m fiffdepth_core predict ----------------------------------------------------------------------------
-def predict_args(photos: Path, checkpoint: Path, out: Path, *extra: str) -> list[str]:
+def predict_args(photos: Path, checkpoint: Path, out: Path, *extra: str, batch: int = 2) -> list[str]:
     return ["predict", str(photos), "--checkpoint", str(checkpoint), "--output-dir", str(out),
-            "--processing-resolution", "64", "--batch-size", "2", "--quiet", *extra]
+            "--processing-resolution", "64", "--batch-size", str(batch), "--quiet", *extra]
 
 
 def test_predict_two_processes_equal_one(photos, tiny_checkpoint, tmp_path):
@@ -95,6 +95,30 @@ def test_predict_two_processes_equal_one(photos, tiny_checkpoint, tmp_path):
     assert sorted(writes) == sorted(one) and set(writes.values()) == {1}  # each output written once ...
     owners = {Path(path).name.split("_")[0].split(".")[0]: rank for rank, _, path in calls}
     assert owners == {"p0": "0", "p1": "0", "p2": "0", "p3": "0", "p4": "1", "p5": "1", "p6": "1"}  # ... by its owner
+
+
+def test_predict_killed_halfway_resumes_without_redoing_finished_images(photos, tiny_checkpoint, tmp_path):
+    # Batch size 1: a resumed run batches the remaining images differently, which moves the last float bits.
+    launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, tmp_path / "one", "--workers", "0", batch=1),
+           tmp_path, processes=1)
+    out = tmp_path / "two"
+    # Rank 1 (p4..p6) dies while writing the 16-bit PNG of its second image: p5 is left with its .npy only.
+    launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, out, batch=1), tmp_path,
+           patch="fiffdepth_core.files:write_png16:1:1", expect_ok=False)
+    before = stamps(out, "p*")
+    assert "p4.npy" in before and "p4_depth16.png" in before and "p6.npy" not in before
+    assert "p5.npy" in before and "p5_depth16.png" not in before
+    complete = {f"p{i}" for i in range(7) if {f"p{i}.npy", f"p{i}_depth16.png"} <= set(before)}
+    finished = {name: stamp for name, stamp in before.items() if name.split("_")[0].split(".")[0] in complete}
+    _, calls = launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, out, "--skip-existing", batch=1),
+                      tmp_path, patch="fiffdepth_core.files:write_npy,fiffdepth_core.files:write_png16")
+    after = stamps(out, "p*")
+    assert {name: after[name] for name in finished} == finished  # finished files untouched: same inode and time
+    redone = Counter(Path(path).name for _, _, path in calls)
+    assert set(redone).isdisjoint(finished) and set(redone.values()) == {1}
+    assert {"p5.npy", "p5_depth16.png", "p6.npy", "p6_depth16.png"} <= set(redone)  # the cut image is redone whole
+    one, two = tree(tmp_path / "one", "p*"), tree(out, "p*")
+    assert sorted(two) == sorted(one) and [name for name in one if one[name] != two[name]] == []
 
 
 # -- train/pseudo_labels.py ----------------------------------------------------------------------------------------
