@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from benchmarks import measure, models, modes, report  # noqa: E402
 from benchmarks.paths import DTYPE_NAMES, dtype_name, naive_depth, naive_path, predictor_path  # noqa: E402
 from fiffdepth_core.runtime import DTYPES, resolve_device, resolve_dtypes  # noqa: E402
-from fiffdepth_core.tiling import TileConfig  # noqa: E402
+from fiffdepth_core.tiling import DEFAULT_TILE_SIZE, TileConfig  # noqa: E402
 from fiffdepth_testkit.images import seeded_images  # noqa: E402
 
 log = logging.getLogger("benchmarks")
@@ -73,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where input images live (cpu: as ComfyUI and file loaders hand them over)")
     p.add_argument("--peak-tflops", type=float, help="device matmul peak for the FLOP floor (default: measured)")
     p.add_argument("--large-sizes", default="2048,4096", help="sizes for --large")
-    p.add_argument("--tile-size", type=int, default=1024, help="tile size in px for --large")
+    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
+                   help=f"tile size in px for --large (default {DEFAULT_TILE_SIZE})")
     p.add_argument("--tile-overlap", type=int, default=128, help="tile overlap in px for --large")
     p.add_argument("--untiled", choices=("auto", "on", "off"), default="auto",
                    help="also run untiled in --large (auto: where the core's memory estimate fits)")

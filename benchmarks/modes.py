@@ -13,7 +13,7 @@ import logging
 import torch
 
 from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.runtime import free_memory, vae_bytes
+from fiffdepth_core.runtime import MEMORY_HEADROOM, free_memory, vae_bytes
 from fiffdepth_core.tiling import TileConfig
 
 from .measure import STAGES, MemoryProbe, NullClock, median, timed_run
@@ -136,13 +136,13 @@ def compare(records: list[dict]) -> dict:
 
 def untiled_fits(size: int, vae_config: dict, vae_dtype: torch.dtype, device: torch.device) -> tuple[bool, str]:
     """Whether an untiled VAE pass at ``size``^2 should fit: the core's estimate (made for SD's 128-channel VAE),
-    scaled to this VAE's width, against 80% of free memory."""
+    scaled to this VAE's width, against the share of free memory a run may plan on."""
     width_ratio = vae_config["block_out_channels"][0] / 128
     need = vae_bytes(size, size, 1, vae_dtype) * width_ratio
     free = free_memory(device)
     if free is None:
         return True, "free memory unknown"
-    return need <= 0.8 * free, f"estimated {need / 2**30:.1f} GiB vs {free / 2**30:.1f} GiB free"
+    return need <= MEMORY_HEADROOM * free, f"estimated {need / 2**30:.1f} GiB vs {free / 2**30:.1f} GiB free"
 
 
 def run_large(backbone, vae_config: dict, device, sizes, tiles: TileConfig, untiled: str, make_images,

@@ -29,9 +29,9 @@ from .outputs import (Manifest, OutputError, OutputWriteError, check_writable, l
 from .parallel import ProcessGroup, WorkerFailedError, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
-from .predictor import PASSES, NonFiniteOutputError, PredictConfig, predict_depth
+from .predictor import DEFAULT_PROCESSING_RESOLUTION, PASSES, NonFiniteOutputError, PredictConfig, predict_depth
 from .temporal import TEMPORAL_MODES
-from .tiling import TileConfig
+from .tiling import DEFAULT_TILE_SIZE, TileConfig
 from .video_cli import check_video_targets, run_image_sequence, run_video
 from .video import is_video, list_videos, probe_video
 from .runtime import DTYPES, check_memory, free_memory, plan_config, resolve_device, resolve_dtypes
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
                    help="model family (default auto: detected from the checkpoint): fiffdepth, lotus-d, "
                         "lotus-d-disparity, genpercept, genpercept-disparity or marigold-e2e-ft")
-    p.add_argument("--processing-resolution", type=int, default=768,
-                   help="long edge the model sees, in px (default 768; 0 = native size)")
+    p.add_argument("--processing-resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
+                   help=f"long edge the model sees, in px (default {DEFAULT_PROCESSING_RESOLUTION}; 0 = native size)")
     p.add_argument("--batch-size", type=int, default=1,
                    help="images per model call (default 1; 0 = as many as fit in free memory)")
     p.add_argument("--format", nargs="+", default=["npy", "png16"], choices=FORMATS, metavar="FORMAT",
@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "bf16 on GPUs that have it, else fp16)")
     p.add_argument("--vae-tiling", default="auto", choices=("auto", "on", "off"),
                    help="tiled VAE for large images (auto: when the whole image would not fit in memory)")
-    p.add_argument("--tile-size", type=int, default=1024, help="VAE tile size in px when tiling (default 1024)")
+    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
+                   help=f"VAE tile size in px when tiling (default {DEFAULT_TILE_SIZE})")
     p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
                    help="NHWC memory layout for faster convolutions (auto: on for CUDA)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models: the first image of each size "

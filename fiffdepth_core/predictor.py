@@ -25,6 +25,8 @@ from .tiling import TileConfig, tiled_decode, tiled_encode
 
 log = logging.getLogger(__name__)
 
+DEFAULT_PROCESSING_RESOLUTION = 768  # long edge in px: the official pipeline's default (from Marigold)
+MAX_PROCESSING_RESOLUTION = 16384  # the largest long edge any entry point accepts
 PASSES = ("detailed", "filtered")  # t = 0 (the paper's output), t = -1 (the learned low-pass filter)
 PASS_TIMESTEPS = {"detailed": (0,), "filtered": (0, -1)}  # FiffDepth's; other families use their own timestep
 
@@ -47,14 +49,15 @@ def non_finite_message(dtype: torch.dtype) -> str:
 class PredictConfig:
     """How to run the pass. Every field has a default that reproduces the official pipeline."""
 
-    processing_resolution: int = 768  # long edge in px; 0 = native size (official default 768, from Marigold)
+    processing_resolution: int = DEFAULT_PROCESSING_RESOLUTION  # long edge in px; 0 = native size
     pad_multiple: int = 64  # SD2's UNet halves the latent three times: 8 px x 2**3 (project choice, see docs/method.md)
     batch_size: int = 1  # images per model call
     depth_pass: str = "detailed"  # "detailed" (t = 0) or "filtered" (t = 0, then t = -1)
     tiles: TileConfig | None = None  # tiled VAE encode/decode for large images; None = whole image
 
     def __post_init__(self):
-        check_int("processing_resolution", self.processing_resolution, 0, 16384, "0 keeps the native size")
+        check_int("processing_resolution", self.processing_resolution, 0, MAX_PROCESSING_RESOLUTION,
+                  "0 keeps the native size")
         check_int("pad_multiple", self.pad_multiple, 8, 512, "SD VAEs need multiples of 8")
         if self.pad_multiple % 8:
             raise ValueError(f"`pad_multiple` must be a multiple of 8, got {self.pad_multiple}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .image import processing_size
-from .tiling import TileConfig
+from .tiling import DEFAULT_TILE_SIZE, TileConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ VAE_ENCODE_BYTES_PER_PIXEL = 1767
 VAE_DECODE_BYTES_PER_PIXEL = 2178
 # SD2 UNet activations per latent cell per byte of dtype (ComfyUI's estimate with memory-efficient attention).
 UNET_BYTES_PER_LATENT_CELL = 0.01 * 2**20
+# Share of the free memory a plan (VAE tiles, automatic batch size) may use: the estimates are rough, and the host
+# and allocator need room too. check_memory refuses a run only when it cannot fit in all of the free memory.
+MEMORY_HEADROOM = 0.8
 
 
 class InsufficientMemoryError(MemoryError):
@@ -105,8 +108,8 @@ def padded_size(batch_shape, config) -> tuple[int, int]:
 
 def choose_tiles(mode: str, tile_size: int, batch_shape, config, free_bytes: int | None,
                  vae_dtype: torch.dtype) -> TileConfig | None:
-    """Tiles for ``mode`` on/off/auto. ``auto`` tiles when the untiled VAE would need over 80% of ``free_bytes``
-    (the caller's measure of free memory on the VAE's device; None = unknown, no tiling)."""
+    """Tiles for ``mode`` on/off/auto. ``auto`` tiles when the untiled VAE would need more than ``MEMORY_HEADROOM``
+    of ``free_bytes`` (the caller's measure of free memory on the VAE's device; None = unknown, no tiling)."""
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"`vae_tiling` must be auto, on or off, got {mode!r}")
     if mode == "off":
@@ -116,7 +119,7 @@ def choose_tiles(mode: str, tile_size: int, batch_shape, config, free_bytes: int
         return tiles
     height, width = padded_size(batch_shape, config)
     need = vae_bytes(height, width, min(config.batch_size, batch_shape[0]), vae_dtype)
-    if free_bytes is None or need <= 0.8 * free_bytes or not tiles.applies((height, width)):
+    if free_bytes is None or need <= MEMORY_HEADROOM * free_bytes or not tiles.applies((height, width)):
         return None
     log.info("VAE needs about %.1f GiB for %dx%d but %.1f GiB is free: using %d px tiles",
              need / 2**30, height, width, free_bytes / 2**30, tile_size)
@@ -153,8 +156,8 @@ def check_memory(batch_shape, config, free_bytes: int | None, unet_dtype: torch.
 
 def auto_batch_size(batch_shape, config, free_bytes: int | None, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
                     limit: int = 64) -> int:
-    """The largest batch (at most the number of images and ``limit``) whose estimated peak fits in 80% of
-    ``free_bytes``; 1 when free memory is unknown."""
+    """The largest batch (at most the number of images and ``limit``) whose estimated peak fits in
+    ``MEMORY_HEADROOM`` of ``free_bytes``; 1 when free memory is unknown."""
     if free_bytes is None:
         return 1
     height, width = padded_size(batch_shape, config)
@@ -163,14 +166,14 @@ def auto_batch_size(batch_shape, config, free_bytes: int | None, unet_dtype: tor
     best = 1
     for batch in range(1, min(batch_shape[0], limit) + 1):
         need = max(vae_bytes(vae_h, vae_w, batch, vae_dtype), unet_bytes(height, width, batch, unet_dtype))
-        if need > 0.8 * free_bytes:
+        if need > MEMORY_HEADROOM * free_bytes:
             break
         best = batch
     return best
 
 
 def plan_config(config, batch_shape, free_bytes: int | None, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
-                vae_tiling: str = "auto", tile_size: int = 1024, auto_batch: bool = False):
+                vae_tiling: str = "auto", tile_size: int = DEFAULT_TILE_SIZE, auto_batch: bool = False):
     """``config`` with VAE tiles chosen for ``vae_tiling`` and, if ``auto_batch``, the batch size that fits
     ``free_bytes``: the run-time choices the CLI and the ComfyUI node make the same way."""
     config = replace(config, tiles=choose_tiles(vae_tiling, tile_size, batch_shape, config, free_bytes, vae_dtype))

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import torch
 
 VAE_FACTOR = 8  # SD VAEs downsample by 8
+DEFAULT_TILE_SIZE = 1024  # px; with the default overlap of 128 px
 
 
 @dataclass(frozen=True)
 class TileConfig:
     """Tile geometry in pixels. ``tile_size`` and ``overlap`` are multiples of 8, overlap < tile_size / 2."""
 
-    tile_size: int = 1024
+    tile_size: int = DEFAULT_TILE_SIZE
     overlap: int = 128
 
     def __post_init__(self):

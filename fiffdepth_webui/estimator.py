@@ -20,6 +20,7 @@ from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint
 from fiffdepth_core.families import FAMILY_CHOICES
 from fiffdepth_core.predictor import PredictConfig, predict_depth
 from fiffdepth_core.runtime import plan_config
+from fiffdepth_core.tiling import DEFAULT_TILE_SIZE
 
 from .checkpoints import resolve
 from .images import check_resolution, hint_image, image_tensor
@@ -28,7 +29,6 @@ log = logging.getLogger("fiffdepth")
 
 PREPROCESSORS = {"depth_fiffdepth": "detailed", "depth_fiffdepth_filtered": "filtered"}
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-TILE_SIZE = 1024
 
 
 class HostPolicy(Protocol):
@@ -102,7 +102,7 @@ class Estimator:
         config = PredictConfig(processing_resolution=resolution, depth_pass=PREPROCESSORS[name])
         vae_dtype = getattr(backbone, "vae_dtype", backbone.dtype)
         config = plan_config(config, images.shape, self.policy.free_bytes(backbone), backbone.dtype, vae_dtype,
-                             "auto", TILE_SIZE)
+                             "auto", DEFAULT_TILE_SIZE)
         upcast = getattr(backbone, "upcast", None) if backbone.dtype != torch.float32 else None
         try:
             return predict_depth(backbone, images, config, interrupt=self.policy.interrupt, fallback=upcast).cpu()

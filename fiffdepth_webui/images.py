@@ -10,9 +10,11 @@ import numpy as np
 import torch
 
 from fiffdepth_core.postprocess import controlnet_depth
+from fiffdepth_core.predictor import DEFAULT_PROCESSING_RESOLUTION
 
 MIN_SIDE = 64  # px: below this the model sees almost nothing of the scene
-RESOLUTION_MIN, RESOLUTION_MAX, RESOLUTION_DEFAULT = 64, 4096, 768
+RESOLUTION_MIN, RESOLUTION_MAX = 64, 4096  # sd-webui-controlnet's preprocessor slider range
+RESOLUTION_DEFAULT = DEFAULT_PROCESSING_RESOLUTION
 
 
 def image_tensor(image) -> torch.Tensor:

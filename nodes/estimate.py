@@ -9,13 +9,13 @@ import comfy.model_management as mm
 import comfy.utils
 
 from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
-from ..fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth
+from ..fiffdepth_core.predictor import (DEFAULT_PROCESSING_RESOLUTION, MAX_PROCESSING_RESOLUTION, PASSES,
+                                        PredictConfig, predict_depth)
+from ..fiffdepth_core.tiling import DEFAULT_TILE_SIZE
 from ..fiffdepth_core.runtime import plan_config
 from ..fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence
 from . import compat
 from .host_backbone import HostBackbone, conditioning_tensor
-
-TILE_SIZE = 1024
 
 
 def empty_prompt_context(model, conditioning=None, clip=None):
@@ -62,7 +62,8 @@ class FiffDepthEstimate(io.ComfyNode):
                                               "LotusConditioning. Not a 77-token CLIPTextEncode."),
                 io.Clip.Input("clip", optional=True, tooltip="Alternative to `conditioning`: an SD2 CLIP "
                                                              "(the empty prompt is encoded exactly, unpadded)"),
-                io.Int.Input("processing_resolution", default=768, min=0, max=8192, step=8,
+                io.Int.Input("processing_resolution", default=DEFAULT_PROCESSING_RESOLUTION, min=0,
+                             max=MAX_PROCESSING_RESOLUTION, step=8,
                              tooltip="Long edge the model sees, in px; aspect ratio kept, output returned at the "
                                      "input size. 0 = native size."),
                 io.Int.Input("batch_size", default=1, min=0, max=256,
@@ -91,7 +92,7 @@ class FiffDepthEstimate(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, vae, image, conditioning=None, clip=None, processing_resolution=768, batch_size=1,
+    def execute(cls, model, vae, image, conditioning=None, clip=None, processing_resolution=DEFAULT_PROCESSING_RESOLUTION, batch_size=1,
                 depth_pass="detailed", normalization="per_image", vae_tiling="auto",
                 temporal="off") -> io.NodeOutput:
         backbone = HostBackbone(model, vae, empty_prompt_context(model, conditioning, clip))
@@ -99,7 +100,7 @@ class FiffDepthEstimate(io.ComfyNode):
         config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
                                depth_pass=depth_pass)
         free = compat.free_memory(backbone.patcher, backbone.device)
-        config = plan_config(config, images.shape, free, backbone.dtype, vae.vae_dtype, vae_tiling, TILE_SIZE,
+        config = plan_config(config, images.shape, free, backbone.dtype, vae.vae_dtype, vae_tiling, DEFAULT_TILE_SIZE,
                              auto_batch=batch_size == 0)
         bar = comfy.utils.ProgressBar(1)
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
