@@ -11,23 +11,32 @@ from __future__ import annotations
 import copy
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
 
+from fiffdepth_core.runtime import DTYPES
+from fiffdepth_core.losses import LossWeights
+
 from .config_schema import check_list, check_optional, check_types, is_number, load_yaml, unknown_keys
 
+# The recipe (docs/method.md), in one place: experiment configs (train/configs/) state only what differs from it.
+# The loss weights are the paper's (fiffdepth_core.losses.LossWeights); the schedule is Marigold/E2E-FT's (AdamW 3e-5,
+# 100 warm-up steps, exponential decay to 1 % at 20K steps); 2 images per sub-batch x 8 accumulated micro-steps x 2
+# sub-batches = 32 images per optimizer step on one GPU; bf16 autocast with an fp32 UNet; 480x640 crops.
 DEFAULTS = {
     "model": {"pretrained": None, "random_geometry": None, "seed": 0,
               "vae_warmup": {"steps": 0, "batch_size": 4, "lr": 2.0e-3, "seed": 0}},
     "data": {"size": [480, 640], "hflip": True, "num_workers": 2, "synthetic": [], "real": []},
     "validation": {"every": 500, "dataset": None, "processing_resolution": 0, "max_images": 80, "log_images": 4},
-    "loss": {"mae": 1.0, "gm": 0.5, "keep": 0.2, "gamma": 0.5, "gm_scales": 4, "detach_filter_input": False},
+    "loss": {**asdict(LossWeights()), "detach_filter_input": False},
     "optim": {"lr": 3.0e-5, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "eps": 1.0e-8, "warmup_steps": 100,
               "decay_steps": 20000, "final_lr_fraction": 0.01, "max_grad_norm": 1.0},
     "train": {"max_steps": 20000, "batch_size": 2, "grad_accum": 8, "mixed_precision": "bf16",
               "vae_dtype": "bf16", "gradient_checkpointing": True, "ema": {"enabled": False, "decay": 0.9999},
-              "seed": 1234, "checkpoint_every": 1000, "keep_checkpoints": 3, "log_every": 10, "trackers": ["tensorboard"]},
+              "seed": 1234, "checkpoint_every": 1000, "keep_checkpoints": 3, "log_every": 10,
+              "trackers": ["tensorboard"]},
     "export": {"single_file": False, "dtype": "fp32"},
 }
 
@@ -35,8 +44,8 @@ DEFAULTS = {
 RESUMABLE_KEYS = {"train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
                   "train.trackers", "validation.every", "validation.max_images", "validation.log_images",
                   "data.num_workers", "export.single_file", "export.dtype"}
-PRECISIONS = ("no", "fp16", "bf16")
-DTYPES = ("fp32", "fp16", "bf16")
+MIXED_PRECISIONS = ("no", "fp16", "bf16")  # accelerate's autocast choices for train.mixed_precision
+DTYPE_NAMES = tuple(DTYPES)  # train.vae_dtype, export.dtype
 
 
 class ConfigError(ValueError):
@@ -141,47 +150,50 @@ def check_schema(config: dict) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def validate(config: dict) -> dict:
+def check_config(config: dict) -> dict:
+    """Every value of a merged config in range, or a ConfigError naming the key; returns ``config``."""
     check_schema(config)
-    m, d, t, o, v = config["model"], config["data"], config["train"], config["optim"], config["validation"]
-    _need(bool(m["pretrained"]) != bool(m["random_geometry"]), "model.pretrained / model.random_geometry",
+    model, data, train = config["model"], config["data"], config["train"]
+    optim, validation, loss = config["optim"], config["validation"], config["loss"]
+    _need(bool(model["pretrained"]) != bool(model["random_geometry"]), "model.pretrained / model.random_geometry",
           "exactly one of: a diffusers SD2 folder or hub id / a random geometry (tiny, sd2)",
-          (m["pretrained"], m["random_geometry"]))
-    _need(m["random_geometry"] in (None, "tiny", "sd2"), "model.random_geometry", "tiny, sd2 or null",
-          m["random_geometry"])
-    _need(isinstance(d["size"], list) and len(d["size"]) == 2 and all(isinstance(x, int) and x > 0 and x % 8 == 0
-                                                                         for x in d["size"]),
-          "data.size", "[height, width], positive multiples of 8", d["size"])
+          (model["pretrained"], model["random_geometry"]))
+    _need(model["random_geometry"] in (None, "tiny", "sd2"), "model.random_geometry", "tiny, sd2 or null",
+          model["random_geometry"])
+    size = data["size"]
+    _need(isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) and x > 0 and x % 8 == 0 for x in size),
+          "data.size", "[height, width], positive multiples of 8", size)
     for branch in ("synthetic", "real"):
-        _need(isinstance(d[branch], list) and len(d[branch]) > 0 and all(isinstance(s, dict) and "type" in s
-                                                                         for s in d[branch]),
-              f"data.{branch}", "a non-empty list of dataset specs with a `type`", d[branch])
+        specs = data[branch]
+        _need(isinstance(specs, list) and len(specs) > 0 and all(isinstance(s, dict) and "type" in s for s in specs),
+              f"data.{branch}", "a non-empty list of dataset specs with a `type`", specs)
     for key in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_checkpoints"):
-        _need(isinstance(t[key], int) and t[key] >= 1, f"train.{key}", "an integer >= 1", t[key])
-    _need(t["mixed_precision"] in PRECISIONS, "train.mixed_precision", f"one of {PRECISIONS}", t["mixed_precision"])
-    _need(t["vae_dtype"] in DTYPES, "train.vae_dtype", f"one of {DTYPES}", t["vae_dtype"])
-    _need(isinstance(o["lr"], (int, float)) and o["lr"] > 0, "optim.lr", "a positive number", o["lr"])
-    _need(0 <= o["warmup_steps"] < o["decay_steps"], "optim.warmup_steps", "in [0, optim.decay_steps)",
-          o["warmup_steps"])
-    _need(0 < o["final_lr_fraction"] <= 1, "optim.final_lr_fraction", "in (0, 1]", o["final_lr_fraction"])
-    _need(isinstance(v["every"], int) and v["every"] >= 1, "validation.every", "an integer >= 1", v["every"])
-    _need(isinstance(o["decay_steps"], int), "optim.decay_steps", "an integer", o["decay_steps"])
-    _need(0 <= config["loss"]["gamma"] <= 1, "loss.gamma", "in [0, 1]", config["loss"]["gamma"])
+        _need(isinstance(train[key], int) and train[key] >= 1, f"train.{key}", "an integer >= 1", train[key])
+    _need(train["mixed_precision"] in MIXED_PRECISIONS, "train.mixed_precision", f"one of {MIXED_PRECISIONS}",
+          train["mixed_precision"])
+    _need(train["vae_dtype"] in DTYPE_NAMES, "train.vae_dtype", f"one of {DTYPE_NAMES}", train["vae_dtype"])
+    _need(isinstance(optim["lr"], (int, float)) and optim["lr"] > 0, "optim.lr", "a positive number", optim["lr"])
+    _need(0 <= optim["warmup_steps"] < optim["decay_steps"], "optim.warmup_steps", "in [0, optim.decay_steps)",
+          optim["warmup_steps"])
+    _need(0 < optim["final_lr_fraction"] <= 1, "optim.final_lr_fraction", "in (0, 1]", optim["final_lr_fraction"])
+    _need(isinstance(validation["every"], int) and validation["every"] >= 1, "validation.every", "an integer >= 1",
+          validation["every"])
+    _need(isinstance(optim["decay_steps"], int), "optim.decay_steps", "an integer", optim["decay_steps"])
+    _need(0 <= loss["gamma"] <= 1, "loss.gamma", "in [0, 1]", loss["gamma"])
     for key in ("mae", "gm", "keep"):
-        _need(isinstance(config["loss"][key], (int, float)) and config["loss"][key] >= 0, f"loss.{key}",
-              "a number >= 0", config["loss"][key])
-    _need(0 < t["ema"]["decay"] < 1, "train.ema.decay", "in (0, 1)", t["ema"]["decay"])
-    _need(config["export"]["dtype"] in DTYPES, "export.dtype", f"one of {DTYPES}", config["export"]["dtype"])
-    _need(isinstance(v["max_images"], int) and v["max_images"] >= 1, "validation.max_images", "an integer >= 1",
-          v["max_images"])
-    spec = v["dataset"]
+        _need(isinstance(loss[key], (int, float)) and loss[key] >= 0, f"loss.{key}", "a number >= 0", loss[key])
+    _need(0 < train["ema"]["decay"] < 1, "train.ema.decay", "in (0, 1)", train["ema"]["decay"])
+    _need(config["export"]["dtype"] in DTYPE_NAMES, "export.dtype", f"one of {DTYPE_NAMES}", config["export"]["dtype"])
+    _need(isinstance(validation["max_images"], int) and validation["max_images"] >= 1, "validation.max_images",
+          "an integer >= 1", validation["max_images"])
+    spec = validation["dataset"]
     _need(spec is None or (isinstance(spec, dict) and (spec.get("type") == "procedural" or
                                                        ("eval_set" in spec and "data_root" in spec))),
           "validation.dataset", "null, {type: procedural, ...} or {eval_set: NAME, data_root: DIR, ...}", spec)
     from fiffdepth_core.predictor import PredictConfig
 
     try:
-        PredictConfig(processing_resolution=v["processing_resolution"])
+        PredictConfig(processing_resolution=validation["processing_resolution"])
     except (TypeError, ValueError) as error:
         raise ConfigError(f"validation.{error}") from None
     return config
@@ -195,7 +207,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     unknown = unknown_keys(config, DEFAULTS)
     if unknown:
         raise ConfigError("; ".join(unknown))
-    return validate(_merge(DEFAULTS, _expand(config)))
+    return check_config(_merge(DEFAULTS, _expand(config)))
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:

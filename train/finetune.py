@@ -19,6 +19,8 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
     import script_root  # noqa: F401
@@ -33,7 +35,7 @@ from train.models import build_models, trainable_setup
 from train.objective import FiffDepthObjective, encode_batch
 from train.run_folder import RunFolder, export_model
 from train.telemetry import Telemetry
-from train.validation import build_validation, validate
+from train.validation import build_validation, run_validation
 
 log = logging.getLogger("fiffdepth.train")
 
@@ -91,21 +93,48 @@ def lr_factor(optim: dict):
     return factor
 
 
-def train(config: dict, args, accelerator, run: RunFolder) -> dict:
-    tcfg, ocfg = config["train"], config["optim"]
+@dataclass
+class Training:
+    """Everything a run trains with, built once by :func:`setup` and read by the loop."""
+
+    config: dict
+    accelerator: object
+    run: RunFolder
+    unet: torch.nn.Module  # the trainable UNet (also inside ``objective``)
+    vae: torch.nn.Module  # frozen
+    base_dir: Path | None  # the base model's folder: its text encoder and tokenizer are copied into the export
+    objective: torch.nn.Module  # as prepared by accelerate (DDP-wrapped on several processes)
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    ema: object | None  # diffusers EMAModel, or None
+    checkpointed: tuple  # the training state a checkpoint holds
+    datasets: dict
+    validation_items: list
+    validation_config: PredictConfig
+    state: dict  # best_abs_rel, best_step, step (after a resume)
+    unwrapped: FiffDepthObjective  # the objective without accelerate's wrapper: backbone and embedding
+
+    @property
+    def export_dtype(self) -> torch.dtype:
+        return DTYPES[self.config["export"]["dtype"]]
+
+
+def setup(config: dict, args, accelerator, run: RunFolder) -> Training:
+    """Data, models, objective, optimizer, schedule and EMA, prepared for ``accelerator``; resumed if asked."""
+    train_settings, optim_settings, loss_settings = config["train"], config["optim"], config["loss"]
     datasets = build_datasets(config)
-    val_items = build_validation(config["validation"]["dataset"], config["data"]["size"],
-                                 config["validation"]["max_images"]) if accelerator.is_main_process else []
+    validation_items = build_validation(config["validation"]["dataset"], config["data"]["size"],
+                                        config["validation"]["max_images"]) if accelerator.is_main_process else []
     unet, vae, embed, base_dir = build_models(config, run.path, accelerator)
-    weights = LossWeights(**{k: config["loss"][k] for k in ("mae", "gm", "keep", "gamma", "gm_scales")})
+    weights = LossWeights(**{name: loss_settings[name] for name in ("mae", "gm", "keep", "gamma", "gm_scales")})
     objective = FiffDepthObjective(unet, vae, embed, sd2_alphas_cumprod(), weights,
-                                   config["loss"]["detach_filter_input"])
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=ocfg["lr"], betas=tuple(ocfg["betas"]), eps=ocfg["eps"],
-                                  weight_decay=ocfg["weight_decay"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(ocfg))  # stepped once per optimizer step
-    ema = trainable_setup(unet, tcfg, accelerator)
+                                   loss_settings["detach_filter_input"])
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=optim_settings["lr"], betas=tuple(optim_settings["betas"]),
+                                  eps=optim_settings["eps"], weight_decay=optim_settings["weight_decay"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(optim_settings))  # once per optimizer step
+    ema = trainable_setup(unet, train_settings, accelerator)
     objective, optimizer = accelerator.prepare(objective, optimizer)
-    parts = (objective, optimizer, schedule, ema)  # the training state a checkpoint holds
+    checkpointed = (objective, optimizer, schedule, ema)
     vae.to(accelerator.device)
     if accelerator.is_main_process and not args.resume:
         run.record(config)  # the config validated and the models built: the folder now holds this run
@@ -114,95 +143,123 @@ def train(config: dict, args, accelerator, run: RunFolder) -> dict:
     if args.resume:
         checkpoint = run.resolve(args.resume)
         run.set_aside_later(checkpoint, accelerator)
-        state = run.load(accelerator, checkpoint, parts)
+        state = run.load(accelerator, checkpoint, checkpointed)
         if ema is not None:
             ema.to(accelerator.device)  # the state is read onto the CPU
         log.info("resumed from step %d", state["step"])
-    start, accum = state.get("step", 0), tcfg["grad_accum"]
-    synthetic_loader, real_loader = build_loaders(config, datasets, accelerator, start * accum)
-    val_config = PredictConfig(processing_resolution=config["validation"]["processing_resolution"])
-    plain = accelerator.unwrap_model(objective)
-    telemetry = Telemetry(accelerator, config, start)
-    step, history = start, []
-    synthetic_iter, real_iter = iter(synthetic_loader), iter(real_loader)
+    validation_config = PredictConfig(processing_resolution=config["validation"]["processing_resolution"])
+    return Training(config, accelerator, run, unet, vae, base_dir, objective, optimizer, schedule, ema,
+                    checkpointed, datasets, validation_items, validation_config, state,
+                    accelerator.unwrap_model(objective))
+
+
+def train(config: dict, args, accelerator, run: RunFolder) -> dict:
+    """Set up, run the optimizer steps, export the final (EMA) weights to RUN/export."""
+    training = setup(config, args, accelerator, run)
+    history = training_loop(training)
+    if accelerator.is_main_process:
+        with ema_weights(training.ema, training.unet):
+            export_model(training.unet, training.vae, training.unwrapped.empty_embed, run.path / "export",
+                         training.base_dir, config["export"]["single_file"], training.export_dtype)
+    accelerator.wait_for_everyone()
+    return {"losses": history, "state": training.state}
+
+
+def training_loop(training: Training) -> list[float]:
+    """Optimizer steps from the resumed step to ``train.max_steps``, validating and checkpointing on schedule;
+    returns the total loss of every step. Ctrl-C saves a checkpoint before leaving."""
+    config, accelerator, run = training.config, training.accelerator, training.run
+    train_settings = config["train"]
+    step = training.state.get("step", 0)
+    synthetic_loader, real_loader = build_loaders(config, training.datasets, accelerator,
+                                                  step * train_settings["grad_accum"])
+    telemetry = Telemetry(accelerator, config, step)
+    batches = (iter(synthetic_loader), iter(real_loader))
+    history = []
     try:
-        while step < tcfg["max_steps"]:
-            began, sums = time.perf_counter(), {}
-            for micro in range(accum):
-                synthetic, real = next(synthetic_iter), next(real_iter)
-                generator = micro_generator(tcfg["seed"], step * accum + micro, accelerator.process_index)
-                batch = encode_batch(plain.backbone(), synthetic, real, generator)
-                context = accelerator.no_sync(objective) if micro < accum - 1 else contextlib.nullcontext()
-                with context:
-                    out = objective(batch)
-                    accelerator.backward(out["total"] / accum)
-                for key, value in out.items():  # summed on the device: one sync per step, not per term
-                    sums[key] = sums.get(key, 0.0) + value.detach().float() / accum
-                sums["skipped"] = sums.get("skipped", 0) + synthetic["skipped"].sum() + real["skipped"].sum()
-            terms = {key: value.item() for key, value in sums.items()}
-            if ocfg["max_grad_norm"]:
-                terms["grad_norm"] = float(accelerator.clip_grad_norm_(unet.parameters(), ocfg["max_grad_norm"]))
-            terms["lr"] = optimizer.param_groups[0]["lr"]  # the rate this step uses (the schedule steps after it)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
-            if ema is not None:
-                ema.step(unet.parameters())
+        while step < train_settings["max_steps"]:
+            began = time.perf_counter()
+            terms = optimizer_step(training, step, batches)
             step += 1
             terms["step_seconds"] = time.perf_counter() - began
             history.append(terms["total"])
             telemetry.step(step, terms)
-            if step % config["validation"]["every"] == 0 or step == tcfg["max_steps"]:
-                state = _validate_and_keep_best(plain, val_items, val_config, state, step, telemetry, ema, unet,
-                                                config, run, base_dir, accelerator)
-            if step % tcfg["checkpoint_every"] == 0 or step == tcfg["max_steps"]:
-                run.save(accelerator, step, state, tcfg["keep_checkpoints"], parts)
+            last = step == train_settings["max_steps"]
+            if step % config["validation"]["every"] == 0 or last:
+                validate_and_keep_best(training, step, telemetry)
+            if step % train_settings["checkpoint_every"] == 0 or last:
+                run.save(accelerator, step, training.state, train_settings["keep_checkpoints"], training.checkpointed)
     except KeyboardInterrupt:
         if not run.has(step):
             log.warning("interrupted at step %d: saving a checkpoint before exiting", step)
-            run.save(accelerator, step, state, tcfg["keep_checkpoints"], parts)
+            run.save(accelerator, step, training.state, train_settings["keep_checkpoints"], training.checkpointed)
         raise
     finally:
         telemetry.close()
-    if accelerator.is_main_process:
-        with _ema_weights(ema, unet):
-            export_model(unet, vae, plain.empty_embed, run.path / "export", base_dir,
-                         config["export"]["single_file"], DTYPES[config["export"]["dtype"]])
-    accelerator.wait_for_everyone()
-    return {"losses": history, "state": state}
+    return history
 
 
-def _validate_and_keep_best(plain, items, val_config, state, step, telemetry, ema, unet, config, run, base_dir,
-                            accelerator) -> dict:
-    if accelerator.is_main_process and items:
+def optimizer_step(training: Training, step: int, batches) -> dict[str, float]:
+    """One optimizer step over ``train.grad_accum`` micro-steps (gradients synchronised on the last one only);
+    returns the step's loss terms, gradient norm and learning rate."""
+    accelerator, objective = training.accelerator, training.objective
+    train_settings, max_grad_norm = training.config["train"], training.config["optim"]["max_grad_norm"]
+    accum = train_settings["grad_accum"]
+    synthetic_batches, real_batches = batches
+    sums = {}
+    for micro in range(accum):
+        synthetic, real = next(synthetic_batches), next(real_batches)
+        generator = micro_generator(train_settings["seed"], step * accum + micro, accelerator.process_index)
+        batch = encode_batch(training.unwrapped.backbone(), synthetic, real, generator)
+        sync = accelerator.no_sync(objective) if micro < accum - 1 else contextlib.nullcontext()
+        with sync:
+            losses = objective(batch)
+            accelerator.backward(losses["total"] / accum)
+        for key, value in losses.items():  # summed on the device: one sync per step, not per term
+            sums[key] = sums.get(key, 0.0) + value.detach().float() / accum
+        sums["skipped"] = sums.get("skipped", 0) + synthetic["skipped"].sum() + real["skipped"].sum()
+    terms = {key: value.item() for key, value in sums.items()}
+    if max_grad_norm:
+        terms["grad_norm"] = float(accelerator.clip_grad_norm_(training.unet.parameters(), max_grad_norm))
+    terms["lr"] = training.optimizer.param_groups[0]["lr"]  # the rate this step uses (the schedule steps after it)
+    training.optimizer.step()
+    training.optimizer.zero_grad(set_to_none=True)
+    training.schedule.step()
+    if training.ema is not None:
+        training.ema.step(training.unet.parameters())
+    return terms
+
+
+def validate_and_keep_best(training: Training, step: int, telemetry: Telemetry) -> None:
+    """Validate the current (EMA) weights on the main process; a new best AbsRel is exported to RUN/best."""
+    accelerator, unet = training.accelerator, training.unet
+    if accelerator.is_main_process and training.validation_items:
         unet.eval()
-        with _ema_weights(ema, unet):
-            metrics, depths = validate(plain.backbone(), items, val_config)
-            telemetry.validation(step, metrics, items, depths)
-            if metrics["abs_rel"] < state["best_abs_rel"]:
-                state = {**state, "best_abs_rel": metrics["abs_rel"], "best_step": step}
-                export_model(unet, plain._vae[0], plain.empty_embed, run.path / "best", None, False,
-                             DTYPES[config["export"]["dtype"]])  # the embedding is in it; no text encoder copy
+        with ema_weights(training.ema, unet):
+            metrics, depths = run_validation(training.unwrapped.backbone(), training.validation_items,
+                                             training.validation_config)
+            telemetry.validation(step, metrics, training.validation_items, depths)
+            if metrics["abs_rel"] < training.state["best_abs_rel"]:
+                training.state = {**training.state, "best_abs_rel": metrics["abs_rel"], "best_step": step}
+                export_model(unet, training.vae, training.unwrapped.empty_embed, training.run.path / "best", None,
+                             False, training.export_dtype)  # the embedding is in it; no text encoder copy
         unet.train()
     accelerator.wait_for_everyone()
-    return state
 
 
-class _ema_weights:
-    """Temporarily swap the EMA weights into the UNet (a no-op without EMA)."""
-
-    def __init__(self, ema, unet):
-        self.ema, self.params = ema, list(unet.parameters())
-
-    def __enter__(self):
-        if self.ema is not None:
-            self.ema.store(self.params)
-            self.ema.copy_to(self.params)
-
-    def __exit__(self, *exc):
-        if self.ema is not None:
-            self.ema.restore(self.params)
-        return False
+@contextlib.contextmanager
+def ema_weights(ema, unet: torch.nn.Module):
+    """The EMA weights swapped into ``unet`` for the duration (a no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    params = list(unet.parameters())
+    ema.store(params)
+    ema.copy_to(params)
+    try:
+        yield
+    finally:
+        ema.restore(params)
 
 
 def main(argv=None) -> dict:
@@ -213,16 +270,16 @@ def main(argv=None) -> dict:
     config = load_config(args.config, args.overrides)
     from accelerate import Accelerator
 
-    tcfg = config["train"]
+    train_settings = config["train"]
     run = RunFolder(args.output_dir)
-    accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"], log_with=tcfg["trackers"] or None,
-                              project_dir=str(run.path / "logs"))
+    accelerator = Accelerator(mixed_precision=train_settings["mixed_precision"],
+                              log_with=train_settings["trackers"] or None, project_dir=str(run.path / "logs"))
     try:
         if accelerator.is_main_process:
             run.lock()  # held until this process ends: a second run on the folder stops here
             run.check(config, resuming=bool(args.resume))
         accelerator.wait_for_everyone()
-        torch.manual_seed(tcfg["seed"])
+        torch.manual_seed(train_settings["seed"])
         log.info("config:\n%s", "\n".join(f"  {k} = {v}" for k, v in flatten(config).items()))
         return train(config, args, accelerator, run)
     finally:

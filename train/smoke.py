@@ -23,13 +23,13 @@ import numpy as np
 from fiffdepth_core.checkpoint import load_standalone
 from fiffdepth_core.predictor import PredictConfig
 from train.finetune import main as finetune
-from train.validation import build_validation, validate
+from train.validation import build_validation, run_validation
 
 CONFIG = Path(__file__).resolve().parent / "configs" / "debug.yaml"
 
 
 def score(checkpoint: Path, items) -> dict:
-    metrics, _ = validate(load_standalone(checkpoint), items, PredictConfig(processing_resolution=0))
+    metrics, _ = run_validation(load_standalone(checkpoint), items, PredictConfig(processing_resolution=0))
     return {k: round(float(metrics[k]), 4) for k in ("abs_rel", "delta1")}
 
 

@@ -69,7 +69,7 @@ def build_validation(spec: dict | None, size, limit: int) -> list[ValItem]:
                      f"...}}, got {spec!r}")
 
 
-def validate(backbone, items: list[ValItem], config: PredictConfig) -> tuple[dict, list[torch.Tensor]]:
+def run_validation(backbone, items: list[ValItem], config: PredictConfig) -> tuple[dict, list[torch.Tensor]]:
     """AbsRel/delta1 (least squares in depth space, as evaluation) and the predicted depth maps."""
     rows, depths = [], []
     with torch.inference_mode():
