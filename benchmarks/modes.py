@@ -13,7 +13,8 @@ import logging
 import torch
 
 from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.runtime import MEMORY_HEADROOM, free_memory, vae_bytes
+from fiffdepth_core.devices import free_memory
+from fiffdepth_core.planning import MEMORY_HEADROOM, vae_bytes
 from fiffdepth_core.tiling import TileConfig
 
 from .measure import STAGES, MemoryProbe, NullClock, median, timed_run

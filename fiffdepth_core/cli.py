@@ -34,7 +34,8 @@ from .temporal import TEMPORAL_MODES
 from .tiling import DEFAULT_TILE_SIZE, TileConfig
 from .video_cli import check_video_targets, run_image_sequence, run_video
 from .video import is_video, list_videos, probe_video
-from .runtime import DTYPES, check_memory, free_memory, plan_config, resolve_device, resolve_dtypes
+from .devices import DTYPES, free_memory, resolve_device, resolve_dtypes
+from .planning import check_memory, plan_config
 
 log = logging.getLogger("fiffdepth")
 AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory

@@ -164,7 +164,7 @@ def prescan(paths: list[Path], max_pixels: int | None = None,
 
 def check_decode(header: ImageHeader, free_bytes: int | None, what) -> None:
     """Refuse to decode an image whose decoded arrays alone would not fit in ``free_bytes`` (None: unknown)."""
-    from .runtime import InsufficientMemoryError
+    from .planning import InsufficientMemoryError
 
     need = header.decode_bytes()
     if free_bytes is not None and need > free_bytes:

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint
+from fiffdepth_core.devices import PRECISIONS
 from fiffdepth_core.families import FAMILY_CHOICES
 from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.runtime import plan_config
+from fiffdepth_core.planning import plan_config
 from fiffdepth_core.tiling import DEFAULT_TILE_SIZE
 
 from .checkpoints import resolve
@@ -28,7 +29,6 @@ from .images import check_resolution, hint_image, image_tensor
 log = logging.getLogger("fiffdepth")
 
 PREPROCESSORS = {"depth_fiffdepth": "detailed", "depth_fiffdepth_filtered": "filtered"}
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 class HostPolicy(Protocol):

@@ -30,7 +30,7 @@ from fiffdepth_core.backbone import timestep_batch
 from fiffdepth_core.checkpoint import CheckpointError, empty_embedding, inspect_checkpoint, load_state_dict
 from fiffdepth_core.families import FIFFDEPTH, Family
 from fiffdepth_core.ldm_config import ldm_unet_config
-from fiffdepth_core.runtime import DTYPES
+from fiffdepth_core.devices import DTYPES
 
 SUPPORTED = [torch.float16, torch.bfloat16, torch.float32]
 

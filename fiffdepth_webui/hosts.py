@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from fiffdepth_core.checkpoint import load_standalone
-from fiffdepth_core.runtime import free_memory, resolve_dtypes
+from fiffdepth_core.devices import free_memory, resolve_dtypes
 
 from .checkpoints import model_roots
 

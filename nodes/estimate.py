@@ -12,7 +12,7 @@ from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
 from ..fiffdepth_core.predictor import (DEFAULT_PROCESSING_RESOLUTION, MAX_PROCESSING_RESOLUTION, PASSES,
                                         PredictConfig, predict_depth)
 from ..fiffdepth_core.tiling import DEFAULT_TILE_SIZE
-from ..fiffdepth_core.runtime import plan_config
+from ..fiffdepth_core.planning import plan_config
 from ..fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence
 from . import compat
 from .host_backbone import HostBackbone, conditioning_tensor

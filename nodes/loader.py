@@ -9,13 +9,11 @@ import comfy.model_management as mm
 
 from ..fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
 from ..fiffdepth_core.families import FAMILY_CHOICES
-from ..fiffdepth_core.runtime import DTYPES
+from ..fiffdepth_core.devices import DTYPES, PRECISIONS
 from . import compat
 from .folders import checkpoint_names, checkpoint_path
 from .host_backbone import FAMILY_ATTR
 from .host_models import build_model, build_vae
-
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def pick_dtypes(precision: str) -> tuple[torch.dtype, torch.dtype]:

@@ -217,7 +217,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_the_memory_pre_check_counts_the_decode_and_the_input():
     from fiffdepth_core.inputs import ImageHeader, check_decode
     from fiffdepth_core.predictor import PredictConfig
-    from fiffdepth_core.runtime import InsufficientMemoryError, check_memory, padded_size, unet_bytes, vae_bytes
+    from fiffdepth_core.planning import InsufficientMemoryError, check_memory, padded_size, unet_bytes, vae_bytes
 
     header = ImageHeader(8000, 6000, 3, 1)  # 48 MP RGB: 144 MB decoded + two float32 RGB copies (1.15 GB)
     assert header.decode_bytes() == 48_000_000 * 3 + 2 * 48_000_000 * 3 * 4

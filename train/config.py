@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from fiffdepth_core.runtime import DTYPES
+from fiffdepth_core.devices import DTYPES
 from fiffdepth_core.losses import LossWeights
 
 from .config_schema import check_list, check_optional, check_types, is_number, load_yaml, unknown_keys

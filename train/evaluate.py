@@ -43,7 +43,7 @@ from fiffdepth_core.metrics import (ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, a
                                     evaluate_depth, mean_metrics)
 from fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth  # noqa: E402
 from fiffdepth_core.prefetch import decoded, default_workers  # noqa: E402
-from fiffdepth_core.runtime import DTYPES  # noqa: E402
+from fiffdepth_core.devices import DTYPES  # noqa: E402
 from train.datasets.eval_sets import (EVAL_SETS, ON_MISSING, DataSource, EvalItem, EvalSet, Sample,  # noqa: E402
                                       drop_missing, load_item, load_samples)
 from train.eval_report import flat_name, reference_rows, render_case, write_per_image_csv, write_results  # noqa: E402
@@ -250,7 +250,7 @@ def _make_predictor(args, eval_set: EvalSet, output_dir: Path, device: torch.dev
     if args.predictions is not None:
         return FolderPredictor(args.predictions), {"predictions": str(args.predictions.resolve())}
     from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint, load_standalone
-    from fiffdepth_core.runtime import resolve_dtypes
+    from fiffdepth_core.devices import resolve_dtypes
 
     dtype, vae_dtype = resolve_dtypes(args.dtype, device)
     resolution = eval_set.processing_resolution if args.processing_resolution is None else args.processing_resolution
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     args.name = args.name or (args.checkpoint or args.predictions).resolve().name
     output_dir = args.output_dir or Path("eval_results") / eval_set.name / args.name
     processes = from_env()  # several under torchrun / accelerate launch
-    from fiffdepth_core.runtime import resolve_device
+    from fiffdepth_core.devices import resolve_device
 
     device = resolve_device(processes.device(args.device)) if args.checkpoint is not None else torch.device("cpu")
     with ProcessGroup(processes, device) as group:

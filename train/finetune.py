@@ -29,7 +29,7 @@ import torch
 
 from fiffdepth_core.losses import LossWeights, sd2_alphas_cumprod
 from fiffdepth_core.predictor import PredictConfig
-from fiffdepth_core.runtime import DTYPES
+from fiffdepth_core.devices import DTYPES
 from train.config import flatten, load_config
 from train.models import build_models, trainable_setup
 from train.objective import FiffDepthObjective, encode_batch

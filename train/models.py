@@ -16,7 +16,7 @@ import torch
 
 from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, instantiate, load_state_dict
 from fiffdepth_core.families import training_family
-from fiffdepth_core.runtime import DTYPES
+from fiffdepth_core.devices import DTYPES
 
 log = logging.getLogger(__name__)
 
