@@ -119,7 +119,7 @@ def run_cli(folder: Path, checkpoint: Path, out: Path, processes: int, workers: 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     height, width = (int(v) for v in args.size.lower().split("x"))
-    from fiffdepth_core.architectures import write_random_pipeline
+    from fiffdepth_testkit.models import write_random_pipeline
 
     with tempfile.TemporaryDirectory(prefix="fiffdepth-bench-folder-") as scratch:
         scratch = Path(scratch)

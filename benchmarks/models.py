@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fiffdepth_core.architectures import build_unet, build_vae, geometry_configs
+from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
 from fiffdepth_core.backbone import StandaloneBackbone
 from fiffdepth_testkit.comfyui import load_pack_into_comfyui, pack_module
 
@@ -63,7 +63,7 @@ class Weights:
 
 def build_weights(geometry: str, seed: int = 0) -> Weights:
     unet_cfg, vae_cfg, _ = geometry_configs(geometry)
-    unet, vae = build_unet(unet_cfg, seed), build_vae(vae_cfg, seed + 1)
+    unet, vae = random_unet(unet_cfg, seed), random_vae(vae_cfg, seed + 1)
     gen = torch.Generator().manual_seed(seed + 2)
     embed = torch.randn((1, 2, unet_cfg["cross_attention_dim"]), generator=gen)  # [1,2,D]
     return Weights(geometry, unet_cfg, vae_cfg, unet, vae, embed)
@@ -108,5 +108,5 @@ def host_backbone(modules, weights: Weights, unet_dtype: torch.dtype, vae_dtype:
     """ComfyUI MODEL/VAE built with the pack's own builders from the shared weights, wrapped in HostBackbone."""
     host_models, host_bb = modules
     model = host_models.build_model(weights.unet_config, weights.unet.state_dict(), weights.latent_scale, unet_dtype)
-    vae = host_models.build_vae(weights.vae_config, weights.vae.state_dict(), vae_dtype)
+    vae = host_models.random_vae(weights.vae_config, weights.vae.state_dict(), vae_dtype)
     return host_bb.HostBackbone(model, vae, weights.embed)

@@ -86,7 +86,7 @@ def main(argv=None) -> dict:
         scratch = Path(scratch)
         checkpoint = Path(args.checkpoint) if args.checkpoint else None
         if checkpoint is None:
-            from fiffdepth_core.architectures import write_random_pipeline
+            from fiffdepth_testkit.models import write_random_pipeline
 
             checkpoint = write_random_pipeline(scratch / "tiny", geometry="tiny", seed=0)
         for seconds in [s for s in (args.compare, args.seconds) if s > 0]:

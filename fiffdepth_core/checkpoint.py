@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .architectures import SD2_UNET_CONFIG, SD2_VAE_CONFIG
+from .sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
 from .families import FIFFDEPTH, Family, FamilyError, detect_family
 from .text_embed import (EMBED_FILE, EMBED_KEY, cache_embedding, checked_embedding, compute_empty_embedding,
                          read_embedding)

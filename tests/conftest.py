@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from fiffdepth_core.architectures import write_random_pipeline
+from fiffdepth_testkit.models import write_random_pipeline
 from fiffdepth_core.checkpoint import load_standalone
 
 torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))

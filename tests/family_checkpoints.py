@@ -15,8 +15,8 @@ import copy
 import json
 from pathlib import Path
 
-from fiffdepth_core.architectures import (TINY_TEXT_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_text_encoder,
-                                          build_unet, build_vae, write_minimal_clip_tokenizer)
+from fiffdepth_testkit.models import (TINY_TEXT_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG,
+                                    random_text_encoder, random_unet, random_vae, write_minimal_clip_tokenizer)
 
 DDIM_COMMON = {"_class_name": "DDIMScheduler", "clip_sample": False, "num_train_timesteps": 1000,
                "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
@@ -30,7 +30,7 @@ LOTUS_SCHEDULER = {**DDIM_COMMON, "beta_start": 0.00085, "beta_end": 0.012, "bet
 
 
 def _text(folder: Path, seed: int) -> None:
-    build_text_encoder(TINY_TEXT_CONFIG, seed).save_pretrained(folder / "text_encoder")
+    random_text_encoder(TINY_TEXT_CONFIG, seed).save_pretrained(folder / "text_encoder")
     write_minimal_clip_tokenizer(folder / "tokenizer", TINY_TEXT_CONFIG["vocab_size"])
 
 
@@ -47,9 +47,9 @@ def unet_config(**changes) -> dict:
 
 def write_lotus(folder, seed: int = 10) -> Path:
     folder = Path(folder)
-    build_unet(unet_config(class_embed_type="projection", projection_class_embeddings_input_dim=4),
+    random_unet(unet_config(class_embed_type="projection", projection_class_embeddings_input_dim=4),
                seed).save_pretrained(folder / "unet")
-    build_vae(TINY_VAE_CONFIG, seed + 1).save_pretrained(folder / "vae")
+    random_vae(TINY_VAE_CONFIG, seed + 1).save_pretrained(folder / "vae")
     _text(folder, seed + 2)
     _json(folder / "scheduler" / "scheduler_config.json", LOTUS_SCHEDULER)
     _json(folder / "model_index.json", {"_class_name": "LotusDPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
@@ -62,8 +62,8 @@ def write_lotus(folder, seed: int = 10) -> Path:
 
 def write_e2e_ft(folder, seed: int = 20, scheduler: dict = E2E_FT_SCHEDULER) -> Path:
     folder = Path(folder)
-    build_unet(unet_config(in_channels=8), seed).save_pretrained(folder / "unet")
-    build_vae(TINY_VAE_CONFIG, seed + 1).save_pretrained(folder / "vae")
+    random_unet(unet_config(in_channels=8), seed).save_pretrained(folder / "unet")
+    random_vae(TINY_VAE_CONFIG, seed + 1).save_pretrained(folder / "vae")
     _text(folder, seed + 2)
     _json(folder / "scheduler" / "scheduler_config.json", scheduler)
     _json(folder / "model_index.json", {"_class_name": "StableDiffusionPipeline",
@@ -77,8 +77,8 @@ def write_genpercept(folder, seed: int = 30, unets=("unet_depth_v2",), with_inde
                      with_scheduler: bool = False) -> Path:
     folder = Path(folder)
     for i, name in enumerate(unets):
-        build_unet(unet_config(), seed + 10 * i).save_pretrained(folder / name)
-    build_vae(TINY_VAE_CONFIG, seed + 1).save_pretrained(folder / "vae")
+        random_unet(unet_config(), seed + 10 * i).save_pretrained(folder / name)
+    random_vae(TINY_VAE_CONFIG, seed + 1).save_pretrained(folder / "vae")
     _text(folder, seed + 2)
     if with_index:
         _json(folder / "model_index.json", {"_class_name": "GenPerceptPipeline",

@@ -19,7 +19,7 @@ import torch
 from comfy_host import PACK_ROOT, comfy_server, import_comfy, post_prompt, requires_comfyui, wait_for
 from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.architectures import write_random_pipeline
+from fiffdepth_testkit.models import write_random_pipeline
 from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_standalone, load_state_dict
 from fiffdepth_core.postprocess import controlnet_depth
 from fiffdepth_core.predictor import PredictConfig, predict_depth
@@ -66,7 +66,7 @@ def test_unet_config_translation_matches_comfyui_detection(host, geometry):
     import comfy.model_detection
     from diffusers import UNet2DConditionModel
 
-    from fiffdepth_core.architectures import geometry_configs
+    from fiffdepth_testkit.models import geometry_configs
 
     unet_config = geometry_configs(geometry)[0]
     with torch.device("meta"):

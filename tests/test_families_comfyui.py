@@ -115,7 +115,7 @@ def write_sd2_lotus(folder, seed=0):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from fiffdepth_core.architectures import SD2_UNET_CONFIG, SD2_VAE_CONFIG
+    from fiffdepth_core.sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
     config = dict(SD2_UNET_CONFIG, class_embed_type="projection", projection_class_embeddings_input_dim=4)
     torch.manual_seed(seed)

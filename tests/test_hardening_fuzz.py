@@ -89,12 +89,12 @@ def test_damaged_images_give_a_clear_error_or_a_correct_read(tmp_path, fmt):
 
 @pytest.fixture(scope="module")
 def bundle_bytes(tmp_path_factory):
-    from fiffdepth_core.architectures import build_unet, build_vae, geometry_configs
+    from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
     from fiffdepth_core.export import export_bundle
 
     unet_config, vae_config, _ = geometry_configs("tiny")
     path = tmp_path_factory.mktemp("bundle") / "b.safetensors"
-    export_bundle(path, build_unet(unet_config, seed=0), build_vae(vae_config, seed=0),
+    export_bundle(path, random_unet(unet_config, seed=0), random_vae(vae_config, seed=0),
                   torch.zeros(1, 2, unet_config["cross_attention_dim"]))
     return path.read_bytes()
 

@@ -163,11 +163,11 @@ def test_a_second_run_on_a_held_folder_stops_naming_the_holder(tmp_path):
 
 def test_a_crash_mid_export_keeps_the_previous_export_whole(tmp_path, monkeypatch):
     from fiffdepth_core import export as export_module
-    from fiffdepth_core.architectures import build_unet, build_vae, geometry_configs
+    from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
     from train.run_folder import export_model
 
     unet_config, vae_config, _ = geometry_configs("tiny")
-    unet, vae = build_unet(unet_config, seed=0), build_vae(vae_config, seed=0)
+    unet, vae = random_unet(unet_config, seed=0), random_vae(vae_config, seed=0)
     embed = torch.randn(1, 2, unet_config["cross_attention_dim"])
     out = tmp_path / "run" / "export"
     export_model(unet, vae, embed, out, None, False, torch.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fiffdepth_core.architectures import TINY_UNET_CONFIG, TINY_VAE_CONFIG, build_unet, build_vae
+from fiffdepth_testkit.models import TINY_UNET_CONFIG, TINY_VAE_CONFIG, random_unet, random_vae
 from fiffdepth_core.losses import LossWeights, sd2_alphas_cumprod
 from test_losses import naive_gradient_matching
 from train.objective import FiffDepthObjective
@@ -37,8 +37,8 @@ class RecordingUNet(torch.nn.Module):
 
 
 def make_objective(detach: bool = False, weights: LossWeights = WEIGHTS):
-    unet = RecordingUNet(build_unet(dict(TINY_UNET_CONFIG), seed=0).train())
-    vae = build_vae(dict(TINY_VAE_CONFIG), seed=1)
+    unet = RecordingUNet(random_unet(dict(TINY_UNET_CONFIG), seed=0).train())
+    vae = random_vae(dict(TINY_VAE_CONFIG), seed=1)
     embed = torch.randn(1, 2, TINY_UNET_CONFIG["cross_attention_dim"], generator=torch.Generator().manual_seed(2))
     return FiffDepthObjective(unet, vae, embed, sd2_alphas_cumprod(), weights, detach_filter_input=detach), unet
 

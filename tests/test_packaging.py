@@ -71,3 +71,17 @@ def test_install_adds_pinned_diffusers_only_inside_a_webui_without_it(monkeypatc
     monkeypatch.setattr(install, "satisfied", present)  # diffusers there (Forge, or A1111 after the first run)
     calls.clear()
     assert install.main() == 0 and calls == []
+
+
+def test_the_library_holds_no_test_factories():
+    """Random-weight model builders and tokenizer writers live in fiffdepth_testkit/, which is never installed."""
+    import ast
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "fiffdepth_testkit" not in project["tool"]["setuptools"]["packages"]
+    for path in (ROOT / "fiffdepth_core").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        seeds = [node for node in ast.walk(tree) if isinstance(node, ast.Attribute) and node.attr == "manual_seed"]
+        assert not {n for n in names if n.startswith(("random_", "write_random", "write_minimal"))}, path.name
+        assert not seeds, f"{path.name} seeds a random generator: model factories belong in fiffdepth_testkit/"

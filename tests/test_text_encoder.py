@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fiffdepth_core.architectures import (TINY_TEXT_CONFIG, build_text_encoder, geometry_configs,
-                                          write_minimal_clip_tokenizer, write_random_pipeline)
+from fiffdepth_testkit.models import (TINY_TEXT_CONFIG, geometry_configs, random_text_encoder,
+                                    write_minimal_clip_tokenizer, write_random_pipeline)
 from fiffdepth_core.checkpoint import CheckpointError, empty_embedding, inspect_checkpoint
 from fiffdepth_core.text_embed import EMBED_FILE, compute_empty_embedding
 from fiffdepth_core.text_encoder import PREFIX, load_text_encoder
@@ -24,7 +24,7 @@ from fiffdepth_core.text_encoder import PREFIX, load_text_encoder
 
 @pytest.fixture(scope="module")
 def encoder():
-    return build_text_encoder(TINY_TEXT_CONFIG, seed=3)
+    return random_text_encoder(TINY_TEXT_CONFIG, seed=3)
 
 
 def reference_embedding(model) -> torch.Tensor:
@@ -59,7 +59,7 @@ def test_both_key_layouts_give_the_encoders_embedding(tmp_path, encoder, prefixe
     embed = compute_empty_embedding(text_dir, tok_dir)
     assert torch.equal(embed, reference_embedding(encoder))
     # and not by luck: a differently seeded encoder gives a clearly different embedding
-    assert (reference_embedding(build_text_encoder(TINY_TEXT_CONFIG, seed=4)) - embed).abs().max() > 0.1
+    assert (reference_embedding(random_text_encoder(TINY_TEXT_CONFIG, seed=4)) - embed).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("damage", ["drop_final_norm", "foreign_keys"])
@@ -87,12 +87,12 @@ def test_loader_never_caches_an_embedding_from_a_refused_encoder(tmp_path, encod
 
 
 def test_export_writes_the_layout_every_version_reads(tmp_path, encoder):
-    from fiffdepth_core.architectures import build_unet, build_vae
+    from fiffdepth_testkit.models import random_unet, random_vae
     from fiffdepth_core.export import export_diffusers
 
     text_dir, tok_dir = write_encoder(tmp_path / "src", bare_state_dict(encoder))  # transformers 5 layout in
     unet_cfg, vae_cfg, _ = geometry_configs("tiny")
-    out = export_diffusers(tmp_path / "out", build_unet(unet_cfg, 0), build_vae(vae_cfg, 1),
+    out = export_diffusers(tmp_path / "out", random_unet(unet_cfg, 0), random_vae(vae_cfg, 1),
                            reference_embedding(encoder), text_dir, tok_dir)
     keys = set(load_file(str(out / "text_encoder" / "model.safetensors")))
     assert keys and all(k.startswith(PREFIX) for k in keys)  # transformers 4 and 5 both read this

@@ -16,7 +16,7 @@ import torch
 from fiffdepth_testkit.images import seeded_images
 from webui_host import decode_png, http_json, png_b64, requires, startup_seconds, webui_server
 
-from fiffdepth_core.architectures import write_random_pipeline
+from fiffdepth_testkit.models import write_random_pipeline
 from fiffdepth_core.checkpoint import load_standalone
 from fiffdepth_core.postprocess import controlnet_depth
 from fiffdepth_core.predictor import PredictConfig, predict_depth

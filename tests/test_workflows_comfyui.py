@@ -89,7 +89,7 @@ def write_inputs(input_dir: Path) -> np.ndarray:
 def write_tiny_checkpoint(path: Path, scratch: Path) -> None:
     """A tiny random FiffDepth checkpoint at ``path``: a one-file bundle for a ``.safetensors`` name (what
     ``train/finetune.py`` exports), else the diffusers folder."""
-    from fiffdepth_core.architectures import write_random_pipeline
+    from fiffdepth_testkit.models import write_random_pipeline
     from fiffdepth_core.checkpoint import load_standalone
     from fiffdepth_core.export import export_bundle
 

@@ -98,7 +98,7 @@ async def capture(url: str, image: Path, out: Path, module: str = "depth_fiffdep
 
 
 def main(host: str, out: str) -> None:
-    from fiffdepth_core.architectures import write_random_pipeline
+    from fiffdepth_testkit.models import write_random_pipeline
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"fiffdepth-{host}-ui-"))
     write_random_pipeline(data_dir / "models" / "fiffdepth" / "tiny", geometry="tiny", seed=0)

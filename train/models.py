@@ -66,7 +66,7 @@ def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
         made = base / "recipe.json"
         stale = made.is_file() and made.read_text() != recipe  # left by a start that failed with other settings
         if accelerator.is_main_process and (stale or not (base / "model_index.json").is_file()):
-            from fiffdepth_core.architectures import write_random_pipeline
+            from fiffdepth_testkit.models import write_random_pipeline
 
             partial = run_path / "base_model.partial"  # renamed when complete: an interrupted build is redone
             shutil.rmtree(partial, ignore_errors=True)

@@ -1,9 +1,9 @@
-"""Model geometries FiffDepth runs on, and random-weight builders for tests and benchmarks.
+"""Seeded random-weight models of FiffDepth's shape, and complete checkpoints written from them.
 
-FiffDepth is a Stable Diffusion 2 UNet + VAE. ``SD2_*`` are the geometries of
-``stabilityai/stable-diffusion-2`` (diffusers config dicts); ``TINY_*`` are seeded miniatures with the same
-structure (cross-attention blocks, 4-level VAE, causal CLIP text encoder) that run in milliseconds on a CPU.
-Everything here is built from config: nothing is downloaded.
+``tiny`` is a miniature with SD2's structure (cross-attention blocks, a 4-level VAE that downsamples by 8, a causal
+CLIP text encoder) that runs in milliseconds on a CPU; ``sd2`` is the full geometry (``fiffdepth_core.sd2_configs``),
+for honest timings. Everything is built from config: nothing is downloaded. Training's ``model.random_geometry``
+(the debug config) uses :func:`write_random_pipeline` as its stand-in for Stable Diffusion 2.
 """
 
 from __future__ import annotations
@@ -14,98 +14,33 @@ from pathlib import Path
 
 import torch
 
-SD2_UNET_CONFIG = {
-    "sample_size": 96,
-    "in_channels": 4,
-    "out_channels": 4,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [320, 640, 1280, 1280],
-    "layers_per_block": 2,
-    "attention_head_dim": [5, 10, 20, 20],
-    "cross_attention_dim": 1024,
-    "use_linear_projection": True,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "act_fn": "silu",
-}
+from fiffdepth_core.sd2_configs import SD2_TEXT_CONFIG, SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
-SD2_VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 768,
-    "scaling_factor": 0.18215,
-    "act_fn": "silu",
-}
-
-SD2_TEXT_CONFIG = {
-    "vocab_size": 49408,
-    "hidden_size": 1024,
-    "intermediate_size": 4096,
-    "num_hidden_layers": 23,
-    "num_attention_heads": 16,
-    "max_position_embeddings": 77,
-    "hidden_act": "gelu",
-    "projection_dim": 512,
-    "bos_token_id": 49406,
-    "eos_token_id": 49407,
-    "pad_token_id": 1,
-}
-
-# Tiny geometry: two UNet levels (the top one with cross-attention), a 4-level VAE of 32 channels
-# (8x downsampling like SD; GroupNorm(32) needs multiples of 32), a 2-layer causal text encoder.
+# Tiny geometry: SD2's configs with two UNet levels (the top one with cross-attention), a 4-level VAE of 32 channels
+# (8x downsampling like SD; GroupNorm(32) needs multiples of 32) and a 2-layer causal text encoder.
 TINY_UNET_CONFIG = {
+    **SD2_UNET_CONFIG,
     "sample_size": 8,
-    "in_channels": 4,
-    "out_channels": 4,
     "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
     "block_out_channels": [32, 64],
     "layers_per_block": 1,
     "attention_head_dim": 2,
     "cross_attention_dim": 32,
-    "use_linear_projection": True,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "act_fn": "silu",
 }
 
-TINY_VAE_CONFIG = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [32, 32, 32, 32],
-    "layers_per_block": 1,
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 64,
-    "scaling_factor": 0.18215,
-    "act_fn": "silu",
-}
+TINY_VAE_CONFIG = {**SD2_VAE_CONFIG, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 64}
 
 TINY_TEXT_CONFIG = {
+    **SD2_TEXT_CONFIG,
     "vocab_size": 64,
     "hidden_size": 32,
     "intermediate_size": 37,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
-    "max_position_embeddings": 77,
-    "hidden_act": "gelu",
     "projection_dim": 32,
     "bos_token_id": 62,
     "eos_token_id": 63,
-    "pad_token_id": 1,
 }
 
 GEOMETRIES = {
@@ -121,7 +56,7 @@ def geometry_configs(geometry: str) -> tuple[dict, dict, dict]:
     return tuple(copy.deepcopy(c) for c in GEOMETRIES[geometry])
 
 
-def build_unet(config: dict, seed: int | None = None):
+def random_unet(config: dict, seed: int | None = None):
     """A diffusers ``UNet2DConditionModel`` with random weights (seeded if ``seed`` is given)."""
     from diffusers import UNet2DConditionModel
 
@@ -130,7 +65,7 @@ def build_unet(config: dict, seed: int | None = None):
     return UNet2DConditionModel(**config).eval()
 
 
-def build_vae(config: dict, seed: int | None = None):
+def random_vae(config: dict, seed: int | None = None):
     """A diffusers ``AutoencoderKL`` with random weights (seeded if ``seed`` is given)."""
     from diffusers import AutoencoderKL
 
@@ -139,7 +74,7 @@ def build_vae(config: dict, seed: int | None = None):
     return AutoencoderKL(**config).eval()
 
 
-def build_text_encoder(config: dict, seed: int | None = None):
+def random_text_encoder(config: dict, seed: int | None = None):
     """A transformers ``CLIPTextModel`` with random weights (seeded if ``seed`` is given)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -176,16 +111,16 @@ def write_random_pipeline(folder: str | Path, geometry: str = "tiny", seed: int 
     """Write a complete FiffDepth checkpoint in the official diffusers layout, with random weights.
 
     ``folder`` gets ``model_index.json``, ``unet/``, ``vae/`` and (if ``with_text_encoder``) ``text_encoder/`` and
-    ``tokenizer/``. Used by tests, the training debug config and the benchmarks.
+    ``tokenizer/``. Used by tests, benchmarks and training runs on a random geometry (``model.random_geometry``).
     """
     folder = Path(folder)
     unet_cfg, vae_cfg, text_cfg = geometry_configs(geometry)
-    build_unet(unet_cfg, seed).save_pretrained(folder / "unet")
-    build_vae(vae_cfg, seed + 1).save_pretrained(folder / "vae")
+    random_unet(unet_cfg, seed).save_pretrained(folder / "unet")
+    random_vae(vae_cfg, seed + 1).save_pretrained(folder / "vae")
     if with_text_encoder:
-        build_text_encoder(text_cfg, seed + 2).save_pretrained(folder / "text_encoder")
+        random_text_encoder(text_cfg, seed + 2).save_pretrained(folder / "text_encoder")
         write_minimal_clip_tokenizer(folder / "tokenizer", text_cfg["vocab_size"])
-    from .export import pipeline_index
+    from fiffdepth_core.export import pipeline_index
 
     (folder / "model_index.json").write_text(json.dumps(pipeline_index(with_text_encoder), indent=2))
     return folder
