@@ -69,11 +69,11 @@ def test_cli_refuses_a_bomb_before_the_model_loads(bomb, tmp_path, caplog):
 
 
 def test_training_and_evaluation_readers_refuse_a_bomb(bomb):
-    from train.datasets.eval_readers import decode_rgb as eval_decode
-    from train.datasets.raster_io import decode_rgb, read_png_units
+    from train.datasets.eval_readers import decode_rgb_array as eval_decode
+    from train.datasets.raster_io import decode_photo, read_png_units
 
     data = bomb.read_bytes()
-    for read in (lambda: read_png_units(bomb), lambda: decode_rgb(data, "member"), lambda: eval_decode(data, "rgb")):
+    for read in (lambda: read_png_units(bomb), lambda: decode_photo(data, "member"), lambda: eval_decode(data, "rgb")):
         with pytest.raises(ValueError, match="10000x10000"):
             read()
 

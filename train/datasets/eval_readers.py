@@ -24,16 +24,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .common import SampleError
+
 DPT_TAG = 202021.25  # Sintel .dpt header: float32 tag, int32 width, int32 height, then float32 depth row-major
 KB_CROP = (352, 1216)  # KITTI benchmark crop (height, width)
 NYU_SIZE = (480, 640)
 NYU_EIGEN_CROP = (45, 471, 41, 601)  # rows, cols on 480x640
 KITTI_EIGEN_MASK = (0.3324324, 0.91351351, 0.0359477, 0.96405229)  # Marigold's "eigen" valid_mask_crop
 IBIMS_DEPTH_DIVISOR = 65535.0 / 50.0  # uint16 covers 0..50 m
-
-
-class SampleError(ValueError):
-    """A sample's files cannot be decoded or do not fit together."""
 
 
 def _imdecode(data: bytes, what: str) -> np.ndarray:
@@ -51,7 +49,7 @@ def _imdecode(data: bytes, what: str) -> np.ndarray:
     return array
 
 
-def decode_rgb(data: bytes, what: str = "RGB image") -> np.ndarray:
+def decode_rgb_array(data: bytes, what: str = "RGB image") -> np.ndarray:
     """An 8/16-bit grey, RGB or RGBA image file -> float32 ``[3,H,W]`` in [0,1] (alpha dropped)."""
     array = _imdecode(data, what)
     scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
@@ -137,36 +135,36 @@ Reader = Callable[[list[bytes], list[str]], tuple[np.ndarray, np.ndarray, np.nda
 
 def _read_nyuv2(data, names):
     depth = decode_png_depth(data[1], 1000.0, names[1])
-    return decode_rgb(data[0], names[0]), depth, nyu_eigen_mask(depth.shape)
+    return decode_rgb_array(data[0], names[0]), depth, nyu_eigen_mask(depth.shape)
 
 
 def _read_kitti(data, names):
-    rgb, depth = kb_crop(decode_rgb(data[0], names[0])), kb_crop(decode_png_depth(data[1], 256.0, names[1]))
+    rgb, depth = kb_crop(decode_rgb_array(data[0], names[0])), kb_crop(decode_png_depth(data[1], 256.0, names[1]))
     return rgb, depth, kitti_eigen_mask(depth.shape)
 
 
 def _read_eth3d(data, names):
-    rgb = decode_rgb(data[0], names[0])
+    rgb = decode_rgb_array(data[0], names[0])
     return rgb, decode_raw_float32(data[1], rgb.shape[1:], names[1]), None
 
 
 def _read_scannet(data, names):
-    return decode_rgb(data[0], names[0]), decode_png_depth(data[1], 1000.0, names[1]), None
+    return decode_rgb_array(data[0], names[0]), decode_png_depth(data[1], 1000.0, names[1]), None
 
 
 def _read_diode(data, names):
     depth = decode_npy(data[1], names[1]).astype(np.float32)
-    return decode_rgb(data[0], names[0]), depth, decode_npy(data[2], names[2]).astype(bool)
+    return decode_rgb_array(data[0], names[0]), depth, decode_npy(data[2], names[2]).astype(bool)
 
 
 def _read_ibims(data, names):
     depth = decode_png_depth(data[1], IBIMS_DEPTH_DIVISOR, names[1])
     mask = _imdecode(data[2], names[2])
-    return decode_rgb(data[0], names[0]), depth, (mask if mask.ndim == 2 else mask[..., 0]) > 0
+    return decode_rgb_array(data[0], names[0]), depth, (mask if mask.ndim == 2 else mask[..., 0]) > 0
 
 
 def _read_sintel(data, names):
-    return decode_rgb(data[0], names[0]), decode_dpt(data[1], names[1]), None
+    return decode_rgb_array(data[0], names[0]), decode_dpt(data[1], names[1]), None
 
 
 READERS: dict[str, Reader] = {"nyuv2": _read_nyuv2, "kitti": _read_kitti, "eth3d": _read_eth3d,

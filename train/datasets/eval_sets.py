@@ -126,7 +126,7 @@ def _strip(name: str) -> str:
     return name[2:] if name.startswith("./") else name
 
 
-def read_split(path: str | Path) -> list[list[str]]:
+def read_split_lines(path: str | Path) -> list[list[str]]:
     """Non-empty, non-comment lines of a split list, split on whitespace."""
     path = Path(path)
     if not path.is_file():
@@ -198,7 +198,7 @@ def load_samples(eval_set: EvalSet, source: DataSource, split: str | Path | None
     if split is None and usual.is_file():
         split = usual
     if split is not None:
-        return samples_from_lines(eval_set, read_split(split)), str(split)
+        return samples_from_lines(eval_set, read_split_lines(split)), str(split)
     lines = discover_lines(eval_set.name, source.files())
     if not lines:
         raise FileNotFoundError(f"no {eval_set.name} samples found under {source.root}: give a split list with "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .common import (PairedFilesDataset, aug_rng, check_dir, check_file, check_range, check_size, depth_range_mask,
                      depth_sample, draw_flip)
-from .raster_io import read_png_units, read_rgb, read_split
+from .raster_io import read_pair_split, read_png_units, read_rgb
 
 DEFAULT_SIZE = (480, 640)
 MM_TO_M = 1e-3
@@ -30,7 +30,7 @@ class HypersimDataset(PairedFilesDataset):
         self.hflip = bool(hflip)
         self.min_depth = check_range("min_depth", min_depth)
         self.max_depth = check_range("max_depth", max_depth, low=self.min_depth)
-        self.pairs = read_split(self.split, self.root)
+        self.pairs = read_pair_split(self.split, self.root)
 
     def load(self, index: int, aug_seed: int) -> dict:
         rgb_rel, depth_rel = self.pairs[index]

@@ -38,7 +38,7 @@ def read_rgb(path: str | Path) -> torch.Tensor:
     return to_rgb(image[None])[0].contiguous()  # [3,H,W]
 
 
-def decode_rgb(data: bytes, what: str) -> torch.Tensor:
+def decode_photo(data: bytes, what: str) -> torch.Tensor:
     """Encoded image bytes (a WebDataset member) as float32 RGB ``[3,H,W]`` in [0,1], EXIF orientation applied."""
     from PIL import Image, ImageOps
 
@@ -114,7 +114,7 @@ def read_depth(path: str | Path, png_scale: float) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))[None]  # [1,H,W]
 
 
-def read_split(split_file: Path, root: Path) -> list[tuple[str, str]]:
+def read_pair_split(split_file: Path, root: Path) -> list[tuple[str, str]]:
     """``(rgb, depth)`` relative paths from a Marigold split file.
 
     Marigold's format: one sample per line, whitespace-separated columns ``rgb_rel depth_rel [extra...]``

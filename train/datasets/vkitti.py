@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .common import (PairedFilesDataset, SampleError, aug_rng, check_dir, check_file, check_range, check_size,
                      depth_range_mask, depth_sample, draw_flip)
-from .raster_io import read_png_units, read_rgb, read_split
+from .raster_io import read_pair_split, read_png_units, read_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class VKittiDataset(PairedFilesDataset):
         if split is None:
             self.pairs = scan_vkitti(self.root)
         else:
-            self.pairs = read_split(check_file(split, "split"), self.root)
+            self.pairs = read_pair_split(check_file(split, "split"), self.root)
 
     def load(self, index: int, aug_seed: int) -> dict:
         rgb_rel, depth_rel = self.pairs[index]
