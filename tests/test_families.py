@@ -13,7 +13,7 @@ import pytest
 import torch
 from family_checkpoints import (MARIGOLD_V1_SCHEDULER, write_e2e_ft, write_genpercept, write_lotus)
 from family_reference import genpercept, lotus_d, marigold_e2e_ft
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.checkpoint import CheckpointError, inspect_checkpoint, load_standalone
 from fiffdepth_core.families import FAMILIES, get_family

@@ -19,7 +19,7 @@ import torch
 from comfy_host import comfy_server, import_comfy, post_prompt, requires_comfyui, wait_for
 from family_checkpoints import write_e2e_ft, write_genpercept, write_lotus
 from family_reference import genpercept, lotus_d, marigold_e2e_ft
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 pytestmark = [pytest.mark.comfyui, requires_comfyui]
 TOL = 1e-5

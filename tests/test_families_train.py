@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from family_checkpoints import write_e2e_ft, write_lotus
-from helpers import seeded_images
+from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.checkpoint import CheckpointError, inspect_checkpoint, load_standalone
 from fiffdepth_core.predictor import PredictConfig, predict_depth
