@@ -13,7 +13,8 @@ and turning a little every frame), with exact planar depth. Two kinds of per-fra
   random exposure change (gain and gamma within ``--exposure-jitter``, as auto-exposure and grading shift real
   footage from frame to frame), plus the same frames without it (``model, steady exposure``).
 
-Each is scored raw (``off``) and after :func:`fiffdepth_core.temporal.align_sequence` (``align``), with
+Each is scored raw (``off``), after :func:`fiffdepth_core.temporal.align_sequence` (``align``) and after alignment
+with the temporal filter (``stabilize``), with
 :mod:`fiffdepth_core.video_metrics`: ONE least-squares alignment per clip, then the temporal change at static points
 (mean |change| between consecutive frames where the true depth changes by <= 1 %, relative to depth) and AbsRel.
 ``gt`` is the ground truth's own change at those points: the floor. Writes ``flicker.json`` and ``flicker.md`` to
@@ -37,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: reach the repository root
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fiffdepth_core.temporal import align_sequence  # noqa: E402
+from fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence  # noqa: E402
 from fiffdepth_core.video_metrics import clip_scores, temporal_change  # noqa: E402
 from train.datasets.procedural_scene import render_path  # noqa: E402
 
@@ -87,8 +88,10 @@ def model_predictions(backbone, rgb: np.ndarray, resolution: int) -> np.ndarray:
 
 def score(kind: str, raw: np.ndarray, gt: np.ndarray) -> list[dict]:
     rows = []
-    for mode in ("off", "align"):
-        pred = raw if mode == "off" else align_sequence(torch.from_numpy(raw))[0].numpy()
+    for mode in TEMPORAL_MODES:
+        pred = raw
+        if mode != "off":
+            pred = align_sequence(torch.from_numpy(raw), stabilize=mode == "stabilize")[0].numpy()
         rows.append({"kind": kind, "mode": mode, **clip_scores(pred, gt)})
     return rows
 
@@ -97,7 +100,7 @@ def table(rows: list[dict], floor: float) -> str:
     lines = ["| predictions | temporal | temporal change (% of depth) | AbsRel, one alignment per clip (%) |",
              "| --- | --- | ---: | ---: |"]
     for kind in dict.fromkeys(r["kind"] for r in rows):
-        for mode in ("off", "align"):
+        for mode in TEMPORAL_MODES:
             picked = [r for r in rows if r["kind"] == kind and r["mode"] == mode]
             change = 100 * np.mean([r["temporal_change"] for r in picked])
             abs_rel = 100 * np.mean([r["abs_rel"] for r in picked])

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     p.add_argument("--size", default="1280x720", help="WxH")
     p.add_argument("--processing-resolution", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--temporal", default="align", choices=("off", "align"))
+    p.add_argument("--temporal", default="stabilize", choices=("off", "align", "stabilize"))
     p.add_argument("--format", nargs="+", default=["controlnet"],
                    help="CLI --format (per-frame npy/png16/exr of a 1-minute 720p clip take 3-7 GB of disk)")
     p.add_argument("--checkpoint", help="default: a tiny random-weight checkpoint made here")

@@ -62,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detailed = t=0 (the paper's output); filtered = t=-1 low-pass pass")
     p.add_argument("--normalization", default=None, choices=NORMALIZATIONS,
                    help="ControlNet output: normalise each image, or the whole run at once (default: per_image for "
-                   "images, whole_batch for videos and --temporal align)")
+                   "images, whole_batch for videos and --temporal align/stabilize)")
     p.add_argument("--temporal", default="off", choices=TEMPORAL_MODES,
                    help="align: treat a video (or the images, in name order) as one clip and align each frame's "
                    "depth in scale and shift to a running reference, so it does not flicker; the clip's depth is "
-                   "then rescaled as a whole to [0,1]. off: each frame's own depth (default)")
+                   "then rescaled as a whole to [0,1]. stabilize: align, then average each pixel's noise-level "
+                   "changes over a few frames (larger changes pass at once); the steadiest video depth. off: each "
+                   "frame's own depth (default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="UNet precision (auto: fp32 on CPU, "
                    "bf16 on GPUs that have it, else fp16)")
@@ -176,10 +178,11 @@ def run_predict(args) -> int:
 def _run_predict(args, group: ProcessGroup) -> int:
     processes = group.processes
     images, videos, headers, failures = _check_inputs(args)
-    sequence = args.temporal == "align" and len(images) > 1  # the images are the frames of one clip
+    sequence = args.temporal != "off" and len(images) > 1  # the images are the frames of one clip
     args.normalization = args.normalization or ("whole_batch" if sequence else "per_image")
     if args.skip_existing and args.normalization == "whole_batch":
-        raise OutputError("--skip-existing cannot be combined with --normalization whole_batch or --temporal align: "
+        raise OutputError("--skip-existing cannot be combined with --normalization whole_batch or --temporal "
+                          f"{args.temporal if args.temporal != 'off' else 'align'}: "
                           "one normalisation for the whole run needs every image of it")
     output_dir = Path(args.output_dir)
     targets, replaceable, done = plan_outputs(images, output_dir, args.format, args.overwrite, args.skip_existing)

@@ -111,8 +111,9 @@ def batched(frames: Iterable[torch.Tensor], size: int) -> Iterable[torch.Tensor]
 def first_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
                cache: DepthCache, temporal: str = "off", align: AlignConfig = AlignConfig(),
                progress: Callable[[int], None] | None = None) -> int:
-    """Predict (and, with ``temporal="align"``, align) every frame into ``cache``; returns the scene cut count."""
-    aligner = TemporalAligner(align) if temporal == "align" else None
+    """Predict every frame into ``cache`` (aligned with ``temporal="align"``, and filtered over time too with
+    ``"stabilize"``); returns the scene cut count."""
+    aligner = TemporalAligner(align, stabilize=temporal == "stabilize") if temporal != "off" else None
     cuts = 0
     for batch in batched(frames, batch_size):
         depths = predict(batch)  # [B,H,W]
@@ -133,11 +134,11 @@ def second_pass(cache: DepthCache, write: Callable[[int, torch.Tensor, torch.Ten
     Aligned depth is mapped by one affine to span [0, 1] over the whole sequence; raw depth is passed on as the
     model made it. ControlNet maps use whole-sequence quantiles (``whole_batch``) or each frame's own.
     """
-    scale, shift = unit_range(cache.low, cache.high) if temporal == "align" else (1.0, 0.0)
+    scale, shift = unit_range(cache.low, cache.high) if temporal != "off" else (1.0, 0.0)
     bounds = sequence_quantiles(cache, scale, shift) if normalization == "whole_batch" else None
     for index, frame in enumerate(cache):
         depth = torch.from_numpy(frame * np.float32(scale) + np.float32(shift))  # [H,W]
-        if temporal == "align":
+        if temporal != "off":
             depth = depth.clamp_(0.0, 1.0)  # rounding only
         control = controlnet_depth(depth[None], normalization, bounds=bounds)[0]  # [H,W], near = white
         write(index, depth, control)

@@ -13,6 +13,16 @@ of per-frame maps flickers even when the scene barely moves. Here each frame's r
    depth range, or the fitted scale is implausible, the frame starts a new shot: the reference restarts from it.
 3. The reference follows the camera: after each frame, ``reference = (1 - decay) * reference + decay * aligned``.
 
+Alignment removes each frame's own scale and shift, but not the model's pixel-level jitter: a per-frame network
+answers a slightly different question for every frame (new noise, exposure, compression), and part of that change
+is not affine. ``stabilize`` adds a temporal filter after alignment, per pixel, with one map of history:
+
+4. ``out = current + w * (history - current)``, ``history`` = the previous output, and
+   ``w = history_weight * exp(-0.5 * (change / (noise_sigmas * sigma))**2)``, where ``change = current - history`` and
+   ``sigma`` is the frame's robust noise level (1.4826 x the median absolute change). Changes at the noise level
+   are averaged over a few frames; changes several times larger (something moved, a disocclusion) pass at once,
+   so the filter does not smear motion. A scene cut restarts the history with the alignment's reference.
+
 The first frame of each shot keeps its raw depth (scale 1, shift 0), so aligned depth is expressed in the units
 of that frame: 0 = its nearest point, 1 = its farthest. Frames that later see nearer or farther things may leave
 [0, 1] slightly; :func:`align_sequence` (``normalize=True``) therefore applies one last affine map to the whole
@@ -32,7 +42,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-TEMPORAL_MODES = ("off", "align")
+TEMPORAL_MODES = ("off", "align", "stabilize")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 
 
@@ -47,11 +57,15 @@ class AlignConfig:
     max_scale_ratio: float = 4.0  # a fitted scale outside [1/r, r] -> scene cut
     sample_pixels: int = 65536  # pixels on a fixed grid used for the fit (all pixels when the frame is smaller)
     l1_iterations: int = 8
+    history_weight: float = 0.8  # stabilize: the history's weight where a pixel changes by noise alone (0 = off)
+    noise_sigmas: float = 3.0  # stabilize: changes around this many noise levels fade out of the average
 
     def __post_init__(self):
         checks = (("decay", self.decay, 0.0, 1.0, False), ("agreement", self.agreement, 0.0, 1.0, False),
                   ("min_agreement", self.min_agreement, 0.0, 1.0, True),
-                  ("inlier_sigmas", self.inlier_sigmas, 0.0, 100.0, False))
+                  ("inlier_sigmas", self.inlier_sigmas, 0.0, 100.0, False),
+                  ("history_weight", self.history_weight, 0.0, 0.99, True),
+                  ("noise_sigmas", self.noise_sigmas, 0.0, 100.0, False))
         for name, value, low, high, low_ok in checks:
             if not (low <= value <= high) or (value == low and not low_ok):
                 bound = "[" if low_ok else "("
@@ -128,16 +142,23 @@ def _flat64(values) -> np.ndarray:
 
 
 class TemporalAligner:
-    """Aligns frames one at a time to a running reference; holds one reference map, whatever the clip length."""
+    """Aligns frames one at a time to a running reference; holds one reference map, whatever the clip length.
 
-    def __init__(self, config: AlignConfig = AlignConfig()):
+    With ``stabilize`` the aligned frames also pass the temporal filter (step 4 of the module docstring), which
+    holds one more map: the previous output.
+    """
+
+    def __init__(self, config: AlignConfig = AlignConfig(), stabilize: bool = False):
         self.config = config
+        self.stabilize = stabilize
         self.reference: torch.Tensor | None = None  # [H,W] float32, in the current shot's units
+        self.history: torch.Tensor | None = None  # [H,W] float32, the previous output (stabilize only)
         self.frames = 0
 
     def reset(self) -> None:
-        """Forget the reference: the next frame starts a new shot."""
+        """Forget the reference (and the history): the next frame starts a new shot."""
         self.reference = None
+        self.history = None
 
     def update(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
         """Align one raw depth map ``[H,W]``: the aligned map (float32, same device) and an :class:`AlignStep`."""
@@ -164,10 +185,23 @@ class TemporalAligner:
             return self._restart(depth)
         aligned = depth * scale + shift  # [H,W]
         self.reference.mul_(1.0 - cfg.decay).add_(aligned, alpha=cfg.decay)
-        return aligned, AlignStep(scale, shift, cut=False, agreement=agree)
+        step = AlignStep(scale, shift, cut=False, agreement=agree)
+        if self.stabilize:
+            aligned = self._filter(aligned, rows, cols, spread)
+        return aligned, step
+
+    def _filter(self, aligned: torch.Tensor, rows: slice, cols: slice, spread: float) -> torch.Tensor:
+        """Step 4: average noise-level changes with the history, let larger ones through; updates the history."""
+        cfg = self.config
+        change = aligned - self.history  # [H,W]
+        sigma = max(MAD_TO_SIGMA * float(np.median(np.abs(_flat64(change[rows, cols])))), 1e-6 * spread)
+        weight = torch.exp(change.square() * (-0.5 / (cfg.noise_sigmas * sigma) ** 2)).mul_(cfg.history_weight)
+        self.history = aligned.sub_(change.mul_(weight))  # current + w * (history - current)
+        return self.history.clone()
 
     def _restart(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
         self.reference = depth.clone()
+        self.history = depth.clone() if self.stabilize else None
         return depth.clone(), AlignStep(1.0, 0.0, cut=True, agreement=1.0)
 
 
@@ -178,9 +212,10 @@ def unit_range(low: float, high: float) -> tuple[float, float]:
     return 1.0 / (high - low), -low / (high - low)
 
 
-def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(),
-                   normalize: bool = True) -> tuple[torch.Tensor, list[AlignStep]]:
-    """Align a clip of raw depth ``[T,H,W]`` frame by frame (see :class:`TemporalAligner`).
+def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(), normalize: bool = True,
+                   stabilize: bool = False) -> tuple[torch.Tensor, list[AlignStep]]:
+    """Align a clip of raw depth ``[T,H,W]`` frame by frame (see :class:`TemporalAligner`), and with ``stabilize``
+    filter it over time too.
 
     With ``normalize`` one affine map over the whole clip then takes the aligned depth's range to exactly [0, 1]
     (0 = the nearest point of the clip): frames keep their relation to each other, and the result is again depth in
@@ -188,7 +223,7 @@ def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(),
     """
     if depths.ndim != 3 or depths.shape[0] == 0:
         raise ValueError(f"`depths` must be a clip [T,H,W] with T >= 1, got shape {tuple(depths.shape)}")
-    aligner = TemporalAligner(config)
+    aligner = TemporalAligner(config, stabilize)
     out = torch.empty(depths.shape, dtype=torch.float32, device=depths.device)
     steps = []
     for i, frame in enumerate(depths):

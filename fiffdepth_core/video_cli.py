@@ -1,4 +1,5 @@
-"""The CLI's sequence paths: video files, and image folders predicted as one aligned sequence (``--temporal align``).
+"""The CLI's sequence paths: video files, and image folders predicted as one aligned sequence (``--temporal align``
+or ``stabilize``).
 
 A video ``clip.mp4`` gives, in the output folder:
 
@@ -62,6 +63,20 @@ def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool
             raise FileExistsError(f"output already exists: {', '.join(existing)}; pass --overwrite to replace it")
 
 
+def remove_stale_frames(folder: Path, stem: str, count: int, formats) -> int:
+    """After ``--overwrite`` with a shorter clip: remove the earlier run's frames numbered from ``count`` on (only
+    this clip's own frame names, in the formats just written), so the folder holds one run's sequence, not a mix."""
+    removed = 0
+    for fmt in formats:
+        index = count
+        while (path := frame_path(folder, stem, index, fmt)).is_file():
+            path.unlink()
+            removed, index = removed + 1, index + 1
+    if removed:
+        log.info("%s: removed %d frame file(s) left from a longer earlier run (--overwrite)", folder, removed)
+    return removed
+
+
 def _frames(video: Path):
     for array in read_frames(video):  # [H,W,3] uint8
         yield torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)  # [3,H,W]
@@ -97,6 +112,8 @@ def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args
                 bar = progress(len(cache), "frame", f"{video.name} write")
                 second_pass(cache, write, args.temporal, args.normalization, progress=bar.update)
                 bar.close()
+            if args.overwrite:
+                remove_stale_frames(targets["frames"], video.stem, len(cache), depth_formats)
         finally:
             cache.close()
     log.info("%s: %d frames at %s fps -> %s", video.name, len(cache), info.fps, targets["controlnet"])
@@ -117,7 +134,8 @@ def _optional_writer(path, fps, overwrite):
 
 def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
                        predict: Callable[[torch.Tensor], torch.Tensor], args, progress) -> None:
-    """Images predicted as consecutive frames of one clip (``--temporal align``), written under their own names."""
+    """Images predicted as consecutive frames of one clip (``--temporal align/stabilize``), written under their own
+    names."""
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     frames = (to_rgb(load_image(path)[None])[0] for path in images)  # [3,H,W] each, read lazily
 

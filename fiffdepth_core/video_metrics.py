@@ -47,11 +47,12 @@ def temporal_change(pred, gt, valid=None, static_tolerance: float = 0.01) -> flo
     _check(pred, gt)
     mask = _counted(gt, valid)
     both = mask[1:] & mask[:-1]  # [T-1,H,W]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # inf - inf (sky) where the GT itself is scored; never counted
         static = both & (np.abs(gt[1:] - gt[:-1]) <= static_tolerance * gt[:-1])
+        change = np.abs(pred[1:] - pred[:-1])
     if not static.any():
         raise ValueError("no static points: the ground truth changes everywhere between consecutive frames")
-    return float((np.abs(pred[1:] - pred[:-1])[static] / gt[:-1][static]).mean())
+    return float((change[static] / gt[:-1][static]).mean())
 
 
 def clip_abs_rel(pred, gt, valid=None) -> float:

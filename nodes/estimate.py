@@ -79,15 +79,17 @@ class FiffDepthEstimate(io.ComfyNode):
                 io.Combo.Input("temporal", options=list(TEMPORAL_MODES), default="off", optional=True,
                                tooltip="Video: align treats the batch as consecutive frames and maps each frame's "
                                        "depth onto a running reference (robust scale and shift; scene cuts restart "
-                                       "it), then rescales the whole clip to [0,1], so depth no longer flickers. Use "
-                                       "with normalization whole_batch. off: each image's own depth (optional, so "
-                                       "prompts saved before it existed still run)"),
+                                       "it), then rescales the whole clip to [0,1], so depth no longer flickers. "
+                                       "stabilize: align, then average each pixel's small noise-level changes over a "
+                                       "few frames while larger ones (motion) pass at once: the steadiest video "
+                                       "depth. Use with normalization whole_batch. off: each image's own depth "
+                                       "(optional, so prompts saved before it existed still run)"),
             ],
             outputs=[
                 io.Image.Output(display_name="controlnet", tooltip="3-channel, near = white, for depth ControlNets"),
                 io.Mask.Output(display_name="depth",
-                               tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near. With temporal align: the clip's "
-                                       "depth in one common scale, 0 = its nearest point, 1 = its farthest"),
+                               tooltip="Raw depth [B,H,W] float32 in [0,1], 0 = near. With temporal align or stabilize: "
+                                       "the clip's depth in one common scale, 0 = its nearest point, 1 = its farthest"),
             ],
         )
 
@@ -106,8 +108,8 @@ class FiffDepthEstimate(io.ComfyNode):
         depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
                               interrupt=mm.throw_exception_if_processing_interrupted,
                               fallback=backbone.upcast if backbone.dtype != torch.float32 else None)  # [B,H,W]
-        if temporal == "align":
-            depth, _ = align_sequence(depth)  # [B,H,W], one depth scale for the whole clip, spanning [0,1]
+        if temporal != "off":  # [B,H,W], one depth scale for the whole clip, spanning [0,1]
+            depth, _ = align_sequence(depth, stabilize=temporal == "stabilize")
         control = controlnet_depth(depth, normalization)[..., None].expand(-1, -1, -1, 3)  # [B,H,W,3]
         out = mm.intermediate_device()
         return io.NodeOutput(control.contiguous().to(out), depth.to(out))

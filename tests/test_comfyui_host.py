@@ -137,7 +137,8 @@ def test_host_resizes_pads_and_batches_like_standalone(host):
 
 
 def test_temporal_align_in_the_host_equals_the_core_alignment(host):
-    """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence``; off: unchanged."""
+    """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence``; ``stabilize``: the
+    same with its temporal filter; off: unchanged."""
     from fiffdepth_core.temporal import align_sequence
 
     nodes, base = host
@@ -153,6 +154,14 @@ def test_temporal_align_in_the_host_equals_the_core_alignment(host):
     assert float(aligned.min()) == 0.0 and float(aligned.max()) == 1.0
     assert (aligned - raw).abs().max().item() > 1e-3  # alignment changed something
     assert (control[..., 0] - controlnet_depth(reference, "whole_batch")).abs().max().item() <= 1e-3
+    # stabilize: a still shot with sensor noise (the random model would call every frame of the pan a new shot)
+    still = (frames[:1] + 0.002 * torch.randn(frames.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    expected = standalone_depth(base / "models" / "tiny", still, processing_resolution=64)
+    _, steady = run_host(nodes, still, processing_resolution=64, temporal="stabilize", normalization="whole_batch")
+    reference, steps = align_sequence(expected, stabilize=True)
+    assert not any(step.cut for step in steps[1:])
+    assert (steady - reference).abs().max().item() <= 10 * FP32_TOL
+    assert (steady - align_sequence(expected)[0]).abs().max().item() > 1e-3  # the temporal filter changed something
 
 
 def test_newer_comfyui_paths_through_the_real_host(host, monkeypatch):

@@ -137,3 +137,81 @@ def test_bad_input_is_named():
         AlignConfig(decay=0)
     with pytest.raises(ValueError, match="`sample_pixels` must be a positive integer"):
         AlignConfig(sample_pixels=0)
+
+
+def reference_stabilized(aligned: np.ndarray, history_weight: float, noise_sigmas: float) -> np.ndarray:
+    """The temporal filter written out pixel by pixel in float64 (no cuts), from the formula in temporal.py."""
+    frames, height, width = aligned.shape
+    out = np.empty_like(aligned, dtype=np.float64)
+    out[0] = aligned[0]
+    for k in range(1, frames):
+        changes = [aligned[k, i, j] - out[k - 1, i, j] for i in range(height) for j in range(width)]
+        sigma = 1.4826 * float(np.median(np.abs(changes)))
+        for i in range(height):
+            for j in range(width):
+                change = aligned[k, i, j] - out[k - 1, i, j]
+                weight = history_weight * np.exp(-0.5 * (change / (noise_sigmas * sigma)) ** 2)
+                out[k, i, j] = aligned[k, i, j] + weight * (out[k - 1, i, j] - aligned[k, i, j])
+    return out
+
+
+def noisy_static_clip(frames: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A still scene whose per-frame depth jitters by Gaussian noise (no affine): ``(truth [H,W], clip [T,H,W])``."""
+    gen = torch.Generator().manual_seed(seed)
+    truth = unit_depth(render(24, 32, 1, 0)[1])
+    return truth, torch.stack([truth + noise * torch.randn(truth.shape, generator=gen) for _ in range(frames)])
+
+
+def test_stabilize_matches_the_filter_written_out_per_pixel():
+    _, clip = noisy_static_clip(5, 0.02, seed=7)
+    aligned, _ = align_sequence(clip, normalize=False)  # the filter's input: alignment alone
+    config = AlignConfig(history_weight=0.7, noise_sigmas=2.0)
+    stabilized, steps = align_sequence(clip, config, normalize=False, stabilize=True)
+    assert [s.scale for s in steps] == [s.scale for s in align_sequence(clip, config, normalize=False)[1]]
+    expected = reference_stabilized(aligned.double().numpy(), 0.7, 2.0)
+    assert np.abs(stabilized.double().numpy() - expected).max() < 1e-5
+
+
+def test_stabilize_removes_pixel_jitter_that_alignment_cannot():
+    truth, clip = noisy_static_clip(12, 0.02, seed=8)
+    aligned, _ = align_sequence(clip, normalize=False)
+    stabilized, _ = align_sequence(clip, normalize=False, stabilize=True)
+    jitter_aligned = (aligned[1:] - aligned[:-1]).abs().mean()
+    jitter_stabilized = (stabilized[1:] - stabilized[:-1]).abs().mean()
+    assert jitter_stabilized < 0.4 * jitter_aligned, (float(jitter_stabilized), float(jitter_aligned))
+    error_aligned = (aligned[6:] - truth).abs().mean()  # averaging frames also brings each closer to the truth
+    assert (stabilized[6:] - truth).abs().mean() < 0.7 * error_aligned
+
+
+def test_stabilize_lets_motion_through_at_once():
+    truth, clip = noisy_static_clip(8, 0.01, seed=9)
+    clip[4:, 6:14, 8:20] += 0.5  # something moves in front at frame 4: a change of 50 noise levels
+    stabilized, steps = align_sequence(clip, normalize=False, stabilize=True)
+    aligned, _ = align_sequence(clip, normalize=False)
+    assert not any(s.cut for s in steps[1:])
+    moved = torch.zeros_like(truth, dtype=torch.bool)
+    moved[6:14, 8:20] = True
+    for k in (4, 5):  # the moved region takes its new depth in the frame it appears: no ghost of the old one
+        lag = (stabilized[k] - aligned[k])[moved].abs().max()
+        assert lag < 0.02, (k, float(lag))
+    # An ungated average (same history weight everywhere) would drag the old depth along for several frames.
+    ungated, _ = align_sequence(clip, AlignConfig(noise_sigmas=100.0), normalize=False, stabilize=True)
+    assert (ungated[4] - aligned[4])[moved].abs().mean() > 0.2
+
+
+def test_stabilize_restarts_its_history_at_a_scene_cut():
+    first = unit_depth(render(48, 64, 5, 0)[1])
+    second = unit_depth(render(48, 64, 6, 0)[1])
+    gen = torch.Generator().manual_seed(10)
+    clip = torch.stack([g + 0.005 * torch.randn(g.shape, generator=gen) for g in [first] * 4 + [second] * 4])
+    stabilized, steps = align_sequence(clip, normalize=False, stabilize=True)
+    assert steps[4].cut
+    assert torch.equal(stabilized[4], clip[4])  # the new shot's first frame owes nothing to the old scene
+    assert (stabilized[5:] - second).abs().mean() < 0.005
+
+
+def test_stabilize_settings_are_checked():
+    with pytest.raises(ValueError, match=r"`history_weight` must be in \[0.0, 0.99\], got 1.0"):
+        AlignConfig(history_weight=1.0)
+    with pytest.raises(ValueError, match=r"`noise_sigmas` must be in \(0.0, 100.0\], got 0"):
+        AlignConfig(noise_sigmas=0)

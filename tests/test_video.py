@@ -76,7 +76,7 @@ def test_depth_cache_and_sequence_quantiles(tmp_path):
     cache.close()
 
 
-@pytest.mark.parametrize("temporal", ["off", "align"])
+@pytest.mark.parametrize("temporal", ["off", "align", "stabilize"])
 def test_second_pass_applies_whole_sequence_bounds(tmp_path, temporal):
     gen = torch.Generator().manual_seed(1)
     frames = [torch.rand((16, 24), generator=gen) * (0.2 + 0.2 * k) + 0.1 * k for k in range(4)]  # ranges differ
@@ -86,7 +86,7 @@ def test_second_pass_applies_whole_sequence_bounds(tmp_path, temporal):
     written = {}
     second_pass(cache, lambda i, depth, control: written.setdefault(i, (depth.clone(), control.clone())), temporal)
     stack = torch.stack(frames)
-    depth = (stack - stack.min()) / (stack.max() - stack.min()) if temporal == "align" else stack
+    depth = (stack - stack.min()) / (stack.max() - stack.min()) if temporal != "off" else stack
     control = controlnet_depth(depth, "whole_batch")
     assert sorted(written) == [0, 1, 2, 3]
     for k in range(4):
@@ -109,7 +109,7 @@ def expected_depths(backbone, clip) -> torch.Tensor:
         return predict_depth(backbone, frames, PredictConfig(processing_resolution=64))  # [T,H,W]
 
 
-@pytest.mark.parametrize("temporal", ["off", "align"])
+@pytest.mark.parametrize("temporal", ["off", "align", "stabilize"])
 def test_cli_video_writes_frames_and_controlnet_video(clip, tiny_checkpoint, tiny_backbone, tmp_path, temporal):
     out = tmp_path / "out"
     code = main(["predict", str(clip), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
@@ -117,7 +117,7 @@ def test_cli_video_writes_frames_and_controlnet_video(clip, tiny_checkpoint, tin
                  "--output-dir", str(out), "-q"])
     assert code == 0
     raw = expected_depths(tiny_backbone, clip)
-    expected = align_sequence(raw)[0] if temporal == "align" else raw
+    expected = raw if temporal == "off" else align_sequence(raw, stabilize=temporal == "stabilize")[0]
     saved = np.stack([np.load(out / "walk" / f"walk_{k:06d}.npy") for k in range(6)])
     assert not (out / "walk" / "walk_000006.npy").exists() and (out / "walk" / "walk_000005_depth16.png").is_file()
     assert np.abs(saved - expected.numpy()).max() <= 2e-4
@@ -154,3 +154,20 @@ def test_cli_aligns_an_image_sequence(tiny_checkpoint, tiny_backbone, tmp_path):
         expected = align_sequence(predict_depth(tiny_backbone, frames, PredictConfig(processing_resolution=64)))[0]
     saved = np.stack([np.load(out / f"f{k}.npy") for k in range(4)])
     assert np.abs(saved - expected.numpy()).max() <= 2e-4
+
+
+def test_overwrite_with_a_shorter_clip_leaves_one_run_of_frames(clip, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64", "--format", "npy", "exr",
+            "--output-dir", str(out), "-q"]
+    assert main(["predict", str(clip), *args]) == 0
+    (out / "walk" / "walk_notes.txt").write_text("mine")  # the user's own file in the folder
+    (out / "walk" / "walk_000009.npy").write_bytes(b"not ours to number")  # after a gap: not part of the run
+    shorter = tmp_path / "short" / "walk.mp4"
+    shorter.parent.mkdir()
+    write_clip(shorter, moving_frames(3, 40, 56), Fraction(12))
+    assert main(["predict", str(shorter), *args, "--overwrite"]) == 0
+    names = sorted(p.name for p in (out / "walk").iterdir())
+    assert names == ["walk_000000.exr", "walk_000000.npy", "walk_000001.exr", "walk_000001.npy", "walk_000002.exr",
+                     "walk_000002.npy", "walk_000009.npy", "walk_notes.txt"]
+    assert probe_video(out / "walk_controlnet.mp4").frames == 3

@@ -169,15 +169,15 @@ def test_each_workflow_does_its_job(pack_info):
 
     wf = load(NAMES[3])
     (values,) = estimate_inputs(wf)
-    assert values["normalization"] == "whole_batch" and values["temporal"] == "align"
+    assert values["normalization"] == "whole_batch" and values["temporal"] == "stabilize"
     est = of_type(wf, "FiffDepthEstimate")[0]
     frames, _ = source_of(wf, est, "image")
     assert frames["type"] == "GetVideoComponents" and source_of(wf, frames, "video")[0]["type"] == "LoadVideo"
     assert of_type(wf, "SaveImage") and of_type(wf, "FiffDepthSave")
 
-    wf = load(NAMES[5])  # video -> aligned depth -> Wan VACE's control video
+    wf = load(NAMES[5])  # video -> steady depth -> Wan VACE's control video
     (values,) = estimate_inputs(wf)
-    assert values["temporal"] == "align" and values["normalization"] == "whole_batch"
+    assert values["temporal"] == "stabilize" and values["normalization"] == "whole_batch"
     est = of_type(wf, "FiffDepthEstimate")[0]
     assert source_of(wf, source_of(wf, est, "image")[0], "video")[0]["type"] == "LoadVideo"
     vace = of_type(wf, "WanVaceToVideo")[0]

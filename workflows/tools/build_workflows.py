@@ -338,11 +338,13 @@ def video_depth(info: dict) -> dict:
     g.note("## FiffDepth: video frames → depth (no flicker)\n\n" + NO_WEIGHTS + "\n\n" + FIFFDEPTH_FILES + "\n\n"
            + tree("    └── fiffdepth/", f"        └── {FIFFDEPTH_CKPT}") +
            "\n\n**Video** → `ComfyUI/input/` (or use the upload button of **Load Video**).\n\n"
-           "`temporal = align` treats the frames as one clip: each frame's depth is matched in scale and shift to "
-           "a running reference (scene cuts restart it), so the depth itself stops flickering, and the clip is "
-           "then rescaled as a whole to [0, 1]. `normalization = whole_batch` normalises the ControlNet maps over "
-           "all frames together. Every frame is held in memory: trim or downscale long videos first (the CLI, "
-           "`python -m fiffdepth_core predict clip.mp4 --temporal align`, streams any length). `batch_size` = "
+           "`temporal = stabilize` treats the frames as one clip: each frame's depth is matched in scale and shift "
+           "to a running reference (scene cuts restart it), then each pixel's small frame-to-frame jitter is "
+           "averaged over a few frames while real motion passes at once, and the clip is rescaled as a whole to "
+           "[0, 1]. (`align` does the first step only: each frame stays an exact affine map of the model's own "
+           "output.) `normalization = whole_batch` normalises the ControlNet maps over all frames together. Every "
+           "frame is held in memory: trim or downscale long videos first (the CLI, `python -m fiffdepth_core "
+           "predict clip.mp4 --temporal stabilize`, streams any length). `batch_size` = "
            "frames per model call.\n\nSaved: ControlNet frames (PNG), raw 16-bit depth frames, and an MP4 of the "
            "ControlNet maps with the source's frame rate and sound.",
            [-480, -30], [440, 420])
@@ -350,8 +352,8 @@ def video_depth(info: dict) -> dict:
     frames = g.add("GetVideoComponents", [400, 182], [260, 66])
     loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
                    family="auto")
-    est = g.add("FiffDepthEstimate", [720, 0], [330, 258], title="FiffDepth Estimate (aligned video)",
-                batch_size=4, normalization="whole_batch", temporal="align")
+    est = g.add("FiffDepthEstimate", [720, 0], [330, 258], title="FiffDepth Estimate (steady video depth)",
+                batch_size=4, normalization="whole_batch", temporal="stabilize")
     g.link(video, "VIDEO", frames, "video")
     g.link(loader, "MODEL", est, "model")
     g.link(loader, "VAE", est, "vae")
@@ -369,7 +371,7 @@ def video_depth(info: dict) -> dict:
     g.link(frames, "audio", make, "audio")
     g.link(make, "VIDEO", save_video, "video")
     g.group("Load", [loader, video, frames], GROUP_COLORS["load"])
-    g.group("Depth, aligned over time", [est], GROUP_COLORS["depth"])
+    g.group("Depth, steady over time", [est], GROUP_COLORS["depth"])
     g.group("Save frames + depth video", [save_cn, save_depth, make, save_video], GROUP_COLORS["out"])
     return g.to_json()
 

@@ -39,9 +39,9 @@ TITLES = {
     "fiffdepth_1_image_to_depth": ("Image → depth", "detailed + filtered passes · 16-bit PNG"),
     "fiffdepth_2_controlnet_sd15": ("Depth → SD 1.5 ControlNet", "FiffDepth map drives a depth ControlNet"),
     "fiffdepth_3_controlnet_sdxl": ("Depth → SDXL ControlNet", "FiffDepth map drives an SDXL depth ControlNet"),
-    "fiffdepth_4_video_depth": ("Video → depth frames", "temporal alignment · no flicker"),
+    "fiffdepth_4_video_depth": ("Video → depth frames", "stabilized over time · no flicker"),
     "fiffdepth_5_core_loaders": ("Core loaders", "UNET + VAE loaders · LotusConditioning"),
-    "fiffdepth_6_video_controlnet_wan": ("Video → Wan VACE", "aligned depth video guides Wan 2.1 VACE"),
+    "fiffdepth_6_video_controlnet_wan": ("Video → Wan VACE", "steady depth video guides Wan 2.1 VACE"),
 }
 VIEW = {"width": 2200, "height": 1500, "margin": 20}
 

@@ -1,4 +1,4 @@
-"""Workflow 6 for ``build_workflows.py``: a video's aligned FiffDepth drives Wan 2.1 VACE (core nodes only).
+"""Workflow 6 for ``build_workflows.py``: a video's steady FiffDepth drives Wan 2.1 VACE (core nodes only).
 
 Kept apart so that ``build_workflows.py`` stays one screenful of layouts per workflow; ``lib`` is that module.
 """
@@ -19,7 +19,7 @@ MODELS = {
 def video_controlnet_wan(info: dict, lib) -> dict:
     lib.MODELS.update(MODELS)
     g, models = lib.Graph(info), lib.models
-    g.note("## FiffDepth → Wan 2.1 VACE: video guided by aligned depth\n\n" + lib.NO_WEIGHTS + "\n\n"
+    g.note("## FiffDepth → Wan 2.1 VACE: video guided by steady depth\n\n" + lib.NO_WEIGHTS + "\n\n"
            + lib.FIFFDEPTH_FILES
            + "\n\n**Wan 2.1 VACE 1.3B** (ComfyUI's own repackaged files):\n"
            f"- `models/diffusion_models/{WAN_VACE}`\n- `models/text_encoders/{WAN_TE}`\n- `models/vae/{WAN_VAE}`\n\n"
@@ -28,18 +28,18 @@ def video_controlnet_wan(info: dict, lib) -> dict:
                       f"    │   └── {WAN_TE}",
                       "    └── vae/", f"        └── {WAN_VAE}") +
            "\n\n**How it flows**: the source video's frames go through **FiffDepth Estimate** with "
-           "`temporal = align` (each frame's depth matched in scale and shift to the clip, so the depth does not "
-           "flicker) and `normalization = whole_batch`; the ControlNet-style maps (near = white) are scaled to "
+           "`temporal = stabilize` (each frame's depth matched in scale and shift to the clip, and each pixel's "
+           "small jitter averaged over a few frames, so the depth does not flicker) and `normalization = whole_batch`; the ControlNet-style maps (near = white) are scaled to "
            "832 × 480 and become VACE's `control_video`. VACE generates `length` frames (4n + 1; 49 ≈ 3 s at "
            "16 fps) following that depth; write the prompt for what the new video should show.\n\n"
            "The depth video is saved too (`output/FiffDepth/vace/depth_*`). Long clips: every frame is held in "
-           "memory; trim first, or make the depth with the CLI (`--temporal align`) and load its "
+           "memory; trim first, or make the depth with the CLI (`--temporal stabilize`) and load its "
            "`_controlnet.mp4`.", [-480, -30], [440, 700])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [0, 662], [330, 66])
     loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=lib.FIFFDEPTH_CKPT, precision="auto")
-    est = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (aligned video)",
-                batch_size=4, normalization="whole_batch", temporal="align")
+    est = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (steady video depth)",
+                batch_size=4, normalization="whole_batch", temporal="stabilize")
     scale = g.add("ImageScale", [400, 318], [330, 130], title="Scale to 832 × 480", upscale_method="bilinear",
                   width=832, height=480, crop="center")
     depth_video = g.add("CreateVideo", [400, 508], [330, 78])
@@ -89,7 +89,7 @@ def video_controlnet_wan(info: dict, lib) -> dict:
     g.link(decode, "IMAGE", make, "images")
     g.link(frames, "fps", make, "fps")
     g.link(make, "VIDEO", save, "video")
-    g.group("FiffDepth: video → aligned depth", [loader, video, frames, est, scale, depth_video, save_depth],
+    g.group("FiffDepth: video → steady depth", [loader, video, frames, est, scale, depth_video, save_depth],
             lib.GROUP_COLORS["depth"])
     g.group("Wan 2.1 VACE, guided by the depth video", [unet, shift, clip, wan_vae, positive, negative, vace,
                                                         sampler, trim, decode, make, save],
