@@ -32,7 +32,7 @@ from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
 from .predictor import DEFAULT_PROCESSING_RESOLUTION, PASSES, NonFiniteOutputError, PredictConfig, predict_depth
 from .temporal import TEMPORAL_MODES
 from .tiling import DEFAULT_TILE_SIZE, TileConfig
-from .video_cli import check_video_targets, run_image_sequence, run_video
+from .video_cli import check_cache_space, check_video_targets, run_image_sequence, run_video, video_sizes
 from .video import is_video, list_videos, probe_video
 from .devices import DTYPES, free_memory, resolve_device, resolve_dtypes
 from .planning import check_memory, plan_config
@@ -190,6 +190,10 @@ def _run_predict(args, group: ProcessGroup) -> int:
         log.info("skipping %d image(s) whose outputs already exist (--skip-existing)", len(done))
         images = [p for p in images if p in targets]
     check_video_targets(videos, args.output_dir, args.format, args.overwrite, {p.stem for p in images})
+    clips = video_sizes(videos)  # each clip's depth waits in a float32 cache file on the output folder's disk
+    if sequence:  # its frames share one size (checked as they are read)
+        clips["the image sequence"] = (len(images), headers[images[0]].width, headers[images[0]].height)
+    check_cache_space(clips, output_dir)
     check_writable(output_dir)
     manifest = Manifest(output_dir)
     if not processes.is_main:

@@ -15,6 +15,7 @@ output folder and is removed at the end, whatever happens.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 
 from .files import WRITERS, load_image, output_path, write_png8
 from .image import to_rgb
+from .outputs import OutputError
 from .postprocess import colorize
 from .sequence import DepthCache, first_pass, second_pass
 from .video import VideoWriter, probe_video, read_frames
@@ -61,6 +63,39 @@ def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool
             existing.append(f"{folder}/ (not empty)")
         if existing:
             raise FileExistsError(f"output already exists: {', '.join(existing)}; pass --overwrite to replace it")
+
+
+def check_cache_space(clips: dict[str, tuple[int, int, int]], output_dir) -> None:
+    """Refuse, before the model loads, a clip whose float32 depth cache would not fit on the output folder's disk.
+
+    ``clips``: name -> (frames, width, height). Clips run one after another and each cache is removed when its clip
+    is done, so the largest one must fit."""
+    if not clips:
+        return
+    folder = Path(output_dir).resolve()
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    name, (frames, width, height) = max(clips.items(), key=lambda item: item[1][0] * item[1][1] * item[1][2])
+    need = frames * width * height * 4
+    if need > free:
+        raise OutputError(f"--output-dir {output_dir}: {name} needs {_size(need)} of free disk there for its depth "
+                          f"cache ({frames} frames of {width}x{height} float32, removed at the end) but {_size(free)} "
+                          "is free: free some space, choose another --output-dir, or split the clip")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.2f} MB"
+
+
+def video_sizes(videos: list[Path]) -> dict[str, tuple[int, int, int]]:
+    """name -> (frames, width, height) of each video whose container declares its frame count."""
+    sizes = {}
+    for video in videos:
+        info = probe_video(video)
+        if info.frames:
+            sizes[video.name] = (info.frames, info.width, info.height)
+    return sizes
 
 
 def remove_stale_frames(folder: Path, stem: str, count: int, formats) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,26 @@ def test_overwrite_with_a_shorter_clip_leaves_one_run_of_frames(clip, tiny_check
     assert names == ["walk_000000.exr", "walk_000000.npy", "walk_000001.exr", "walk_000001.npy", "walk_000002.exr",
                      "walk_000002.npy", "walk_000009.npy", "walk_notes.txt"]
     assert probe_video(out / "walk_controlnet.mp4").frames == 3
+
+
+def test_a_clip_whose_depth_cache_would_not_fit_on_disk_is_refused_before_the_model_loads(clip, tmp_path,
+                                                                                          monkeypatch):
+    import shutil
+
+    import fiffdepth_core.video_cli as video_cli
+
+    need = 6 * 40 * 56 * 4  # frames x width x height x float32
+    seen = []
+
+    def disk_usage(path):
+        seen.append(Path(path))
+        return shutil._ntuple_diskusage(10**12, 10**12 - need + 1, need - 1)
+
+    monkeypatch.setattr(video_cli.shutil, "disk_usage", disk_usage)
+    out = tmp_path / "new" / "out"  # not there yet: its nearest existing parent's disk is asked
+    with pytest.raises(SystemExit, match=r"--output-dir .*out: walk.mp4 needs 0.05 MB of free disk there for its "
+                                         r"depth cache \(6 frames of 56x40 float32.* but 0.05 MB is free"):
+        main(["predict", str(clip), "--checkpoint", str(tmp_path / "no-such-checkpoint"), "--output-dir", str(out)])
+    assert seen == [tmp_path] and not (tmp_path / "new").exists()
+    monkeypatch.setattr(video_cli.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(need, 0, need))
+    video_cli.check_cache_space({"walk.mp4": (6, 56, 40)}, out)  # exactly enough: accepted
