@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "then rescaled as a whole to [0,1]. stabilize: align, then average each pixel's noise-level "
                    "changes over a few frames (larger changes pass at once); the steadiest video depth. off: each "
                    "frame's own depth (default)")
+    p.add_argument("--stream-window", type=int, default=0, metavar="FRAMES",
+                   help="videos and image sequences: 0 = whole-clip bounds, two passes over a float32 disk cache in "
+                   "the output folder (default); N = one pass with no cache, for clips of any length: each frame is "
+                   "written with bounds averaged over the N frames around it (N/2 frames held in memory)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="UNet precision (auto: fp32 on CPU, "
                    "bf16 on GPUs that have it, else fp16)")
@@ -193,7 +197,8 @@ def _run_predict(args, group: ProcessGroup) -> int:
     clips = video_sizes(videos)  # each clip's depth waits in a float32 cache file on the output folder's disk
     if sequence:  # its frames share one size (checked as they are read)
         clips["the image sequence"] = (len(images), headers[images[0]].width, headers[images[0]].height)
-    check_cache_space(clips, output_dir)
+    if not args.stream_window:
+        check_cache_space(clips, output_dir)
     check_writable(output_dir)
     manifest = Manifest(output_dir)
     if not processes.is_main:
@@ -309,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value, low in (("--batch-size", args.batch_size, 0), ("--processing-resolution",
                                                                      args.processing_resolution, 0),
                              ("--max-pixels", args.max_pixels if args.max_pixels is not None else 0, 0),
-                             ("--workers", 0 if args.workers is None else args.workers, 0)):
+                             ("--workers", 0 if args.workers is None else args.workers, 0),
+                             ("--stream-window", args.stream_window, 0)):
         if value < low:
             raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
     try:

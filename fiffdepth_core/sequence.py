@@ -7,12 +7,17 @@ to [0, 1] and the ControlNet normalisation quantiles (a fine histogram, read fra
 frame back, applies the bounds and hands it to a sink that writes files or video frames. The cache is read with
 plain file reads (not a memory map), so the process's resident memory does not grow with the clip's length.
 
+:func:`stream_pass` is the alternative for clips of any length: one pass and no cache. Each frame is written once
+the ``window // 2`` frames after it are known; its bounds are the mean of the per-frame bounds over the ``window``
+frames around it (within its shot), so they change slowly and never jump, and memory holds ``window // 2`` frames.
+
 Shape letters: T frames, H x W frame size, B frames per model call.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -20,6 +25,7 @@ import numpy as np
 import torch
 
 from .postprocess import controlnet_depth
+from .stats import quantiles
 from .temporal import AlignConfig, TemporalAligner, unit_range
 
 log = logging.getLogger(__name__)
@@ -144,3 +150,63 @@ def second_pass(cache: DepthCache, write: Callable[[int, torch.Tensor, torch.Ten
         write(index, depth, control)
         if progress is not None:
             progress(1)
+
+
+def frame_bounds(depth: torch.Tensor, qs: tuple[float, float] = (0.02, 0.98)) -> np.ndarray:
+    """``[min, max, q_low, q_high]`` of one frame ``[H,W]`` (quantiles over a fixed strided grid of at most
+    :data:`HISTOGRAM_SAMPLES` pixels, as the whole-clip histogram uses)."""
+    height, width = depth.shape
+    stride = max(1, int(np.ceil(np.sqrt(height * width / HISTOGRAM_SAMPLES))))
+    low, high = quantiles(depth[::stride, ::stride].float().cpu(), qs).tolist()
+    return np.array([float(depth.min()), float(depth.max()), low, high])
+
+
+def stream_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
+                write: Callable[[int, torch.Tensor, torch.Tensor], None], window: int, temporal: str = "off",
+                normalization: str = "whole_batch", align: AlignConfig = AlignConfig(),
+                progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Predict, align and write every frame in one pass, with running-window bounds; returns (frames, scene cuts).
+
+    Frame ``t``'s bounds are the means of :func:`frame_bounds` over the frames ``t - window // 2 .. t + window // 2``
+    of its own shot (a scene cut ends a shot; frames without ``temporal`` are one shot). Aligned depth is mapped
+    from the mean min/max to [0, 1] (clipped: a frame's own extremes may pass the mean); raw depth is written as
+    the model made it. ControlNet maps take the mean quantiles (``whole_batch``) or their own (``per_image``).
+    """
+    if window < 1:
+        raise ValueError(f"`window` must be >= 1 frame, got {window}")
+    half = window // 2
+    aligner = TemporalAligner(align, stabilize=temporal == "stabilize") if temporal != "off" else None
+    pending: deque = deque()  # (index, shot, depth [H,W]) predicted but not written
+    history: deque = deque()  # (index, shot, bounds [4]) of pending frames and up to `half` frames before them
+    count = cuts = shot = 0
+
+    def emit(index: int, frame_shot: int, depth: torch.Tensor) -> None:
+        near = [b for i, s, b in history if s == frame_shot and abs(i - index) <= half]
+        low, high, q_low, q_high = np.mean(near, axis=0)
+        if aligner is not None:
+            scale, shift = unit_range(low, high)
+            depth = (depth * scale + shift).clamp_(0.0, 1.0)
+            q_low, q_high = q_low * scale + shift, q_high * scale + shift
+        bounds = torch.tensor([q_low, q_high], dtype=torch.float32) if normalization == "whole_batch" else None
+        write(index, depth, controlnet_depth(depth[None], normalization, bounds=bounds)[0])
+        while history and history[0][0] < index + 1 - half:  # no later frame looks this far back
+            history.popleft()
+        if progress is not None:
+            progress(1)
+
+    for batch in batched(frames, batch_size):
+        for depth in predict(batch):  # [H,W] each
+            depth = depth.float()
+            if aligner is not None:
+                depth, step = aligner.update(depth)
+                if step.cut and count > 0:
+                    cuts, shot = cuts + 1, shot + 1
+            depth = depth.cpu()
+            history.append((count, shot, frame_bounds(depth)))
+            pending.append((count, shot, depth))
+            while pending and pending[0][0] + half <= count:  # the frames after it, up to half a window, are in
+                emit(*pending.popleft())
+            count += 1
+    while pending:
+        emit(*pending.popleft())
+    return count, cuts

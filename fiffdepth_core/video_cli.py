@@ -26,7 +26,7 @@ from .files import WRITERS, load_image, output_path, write_png8
 from .image import to_rgb
 from .outputs import OutputError
 from .postprocess import colorize
-from .sequence import DepthCache, first_pass, second_pass
+from .sequence import DepthCache, first_pass, second_pass, stream_pass
 from .video import VideoWriter, probe_video, read_frames
 
 log = logging.getLogger("fiffdepth")
@@ -123,36 +123,50 @@ def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args
     targets = video_targets(video, args.output_dir, args.format)
     depth_formats = [fmt for fmt in args.format if fmt in DEPTH_FORMATS]
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
-        cache = DepthCache(Path(scratch) / "depth.f32")
-        try:
-            bar = progress(info.frames, "frame", f"{video.name} depth")
-            cuts = first_pass(_frames(video), predict, args.batch_size or VIDEO_GROUP, cache, args.temporal,
-                              progress=bar.update)
-            bar.close()
-            if len(cache) == 0:
-                raise ValueError(f"{video} has no decodable frames")
-            if cuts:
-                log.info("%s: %d scene cut(s); alignment restarted at each", video.name, cuts)
-            with VideoWriter(targets["controlnet"], info.fps, args.overwrite) as control_out, \
-                    _optional_writer(targets.get("color"), info.fps, args.overwrite) as color_out:
-                def write(index, depth, control):
-                    for fmt in depth_formats:
-                        WRITERS[fmt](frame_path(targets["frames"], video.stem, index, fmt), depth,
-                                     overwrite=args.overwrite)
-                    control_out.write(control.numpy())
-                    if color_out is not None:
-                        color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy())
+    with VideoWriter(targets["controlnet"], info.fps, args.overwrite) as control_out, \
+            _optional_writer(targets.get("color"), info.fps, args.overwrite) as color_out:
+        def write(index, depth, control):
+            for fmt in depth_formats:
+                WRITERS[fmt](frame_path(targets["frames"], video.stem, index, fmt), depth, overwrite=args.overwrite)
+            control_out.write(control.numpy())
+            if color_out is not None:
+                color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy())
 
-                bar = progress(len(cache), "frame", f"{video.name} write")
-                second_pass(cache, write, args.temporal, args.normalization, progress=bar.update)
+        count = depth_passes(_frames(video), predict, write, args, progress, info.frames, video.name, "frame")
+    if args.overwrite:
+        remove_stale_frames(targets["frames"], video.stem, count, depth_formats)
+    log.info("%s: %d frames at %s fps -> %s", video.name, count, info.fps, targets["controlnet"])
+    return count
+
+
+def depth_passes(frames, predict, write, args, progress, total: int | None, name: str, unit: str) -> int:
+    """The frames' depth through ``write(index, depth, control)``: one streaming pass with ``--stream-window N``,
+    else two passes over a disk cache in the output folder (whole-clip bounds). Returns the frame count."""
+    batch = args.batch_size or VIDEO_GROUP
+    if args.stream_window:
+        bar = progress(total, unit, f"{name} depth")
+        count, cuts = stream_pass(frames, predict, batch, write, args.stream_window, args.temporal,
+                                  args.normalization, progress=bar.update)
+        bar.close()
+    else:
+        with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
+            cache = DepthCache(Path(scratch) / "depth.f32")
+            try:
+                bar = progress(total, unit, f"{name} depth")
+                cuts = first_pass(frames, predict, batch, cache, args.temporal, progress=bar.update)
                 bar.close()
-            if args.overwrite:
-                remove_stale_frames(targets["frames"], video.stem, len(cache), depth_formats)
-        finally:
-            cache.close()
-    log.info("%s: %d frames at %s fps -> %s", video.name, len(cache), info.fps, targets["controlnet"])
-    return len(cache)
+                count = len(cache)
+                if count:
+                    bar = progress(count, unit, f"{name} write")
+                    second_pass(cache, write, args.temporal, args.normalization, progress=bar.update)
+                    bar.close()
+            finally:
+                cache.close()
+    if count == 0:
+        raise ValueError(f"{name} has no decodable frames")
+    if cuts:
+        log.info("%s: %d scene cut(s); alignment restarted at each", name, cuts)
+    return count
 
 
 class _Nothing:
@@ -183,14 +197,4 @@ def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
             elif fmt == "controlnet":
                 write_png8(target, control, overwrite=args.overwrite)
 
-    with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
-        cache = DepthCache(Path(scratch) / "depth.f32")
-        try:
-            bar = progress(len(images), "img", "FiffDepth")
-            first_pass(frames, predict, args.batch_size or VIDEO_GROUP, cache, args.temporal, progress=bar.update)
-            bar.close()
-            bar = progress(len(images), "img", "write")
-            second_pass(cache, write, args.temporal, args.normalization, progress=bar.update)
-            bar.close()
-        finally:
-            cache.close()
+    depth_passes(frames, predict, write, args, progress, len(images), "the image sequence", "img")

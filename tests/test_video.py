@@ -13,7 +13,7 @@ from fiffdepth_testkit.images import seeded_images
 from fiffdepth_core.cli import main
 from fiffdepth_core.postprocess import controlnet_depth
 from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.sequence import DepthCache, second_pass, sequence_quantiles
+from fiffdepth_core.sequence import DepthCache, second_pass, sequence_quantiles, stream_pass
 from fiffdepth_core.temporal import align_sequence
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
@@ -195,3 +195,101 @@ def test_a_clip_whose_depth_cache_would_not_fit_on_disk_is_refused_before_the_mo
     assert seen == [tmp_path] and not (tmp_path / "new").exists()
     monkeypatch.setattr(video_cli.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(need, 0, need))
     video_cli.check_cache_space({"walk.mp4": (6, 56, 40)}, out)  # exactly enough: accepted
+
+
+def window_reference(depths: np.ndarray, shots: list[int], window: int, aligned: bool):
+    """Running-window bounds written out with numpy, from the definition in sequence.stream_pass: for each frame,
+    the mean of per-frame min / max / 2nd / 98th percentiles over the frames within window // 2 of it, same shot."""
+    half, out = window // 2, []
+    stats = [(d.min(), d.max(), *np.quantile(d, [0.02, 0.98])) for d in depths]
+    for t, depth in enumerate(depths):
+        near = [stats[s] for s in range(len(depths)) if abs(s - t) <= half and shots[s] == shots[t]]
+        low, high, q_low, q_high = np.mean(near, axis=0)
+        if aligned:
+            depth = np.clip((depth - low) / (high - low), 0, 1)
+            q_low, q_high = (q_low - low) / (high - low), (q_high - low) / (high - low)
+        control = 1 - np.clip((depth - q_low) / (q_high - q_low), 0, 1)
+        out.append((depth, control))
+    return out
+
+
+@pytest.mark.parametrize("temporal", ["off", "align"])
+def test_stream_pass_uses_running_window_bounds_and_holds_half_a_window(temporal):
+    gen = torch.Generator().manual_seed(3)
+    base = torch.rand((12, 16), generator=gen)
+    clip = [base * (0.5 + 0.1 * k) + 0.05 * k + 0.01 * torch.rand((12, 16), generator=gen) for k in range(9)]
+    written, predicted = {}, []
+
+    def predict(batch):  # the "model": channel 0 of each frame
+        predicted.extend([None] * len(batch))
+        return batch[:, 0]
+
+    def write(index, depth, control):  # window 5: written once the 2 frames after it are in (one batch of 2 late)
+        assert len(predicted) <= index + 2 + 2, (index, len(predicted))
+        written[index] = (depth.numpy().copy(), control.numpy().copy())
+
+    count, cuts = stream_pass((c.expand(3, -1, -1) for c in clip), predict, 2, write, window=5, temporal=temporal)
+    assert (count, cuts, sorted(written)) == (9, 0, list(range(9)))
+    if temporal == "off":
+        inputs = np.stack([c.numpy() for c in clip])
+    else:
+        inputs = align_sequence(torch.stack(clip), normalize=False)[0].numpy()
+    for t, (depth, control) in enumerate(window_reference(inputs, [0] * 9, 5, temporal != "off")):
+        assert np.abs(written[t][0] - depth).max() < 1e-5, t
+        assert np.abs(written[t][1] - control).max() < 1e-4, t
+    # the window matters: per-frame bounds give another map (clearly so for the raw frames' drifting range)
+    per_frame = window_reference(inputs, [0] * 9, 1, temporal != "off")[0]
+    assert np.abs(written[0][1] - per_frame[1]).max() > (0.01 if temporal == "off" else 1e-3)
+
+
+def test_stream_pass_does_not_average_across_a_scene_cut():
+    first = torch.from_numpy(unit_scene(5)).float()
+    second = torch.from_numpy(unit_scene(6)).float() * 0.5 + 0.3
+    clip = [first] * 3 + [second] * 3
+    written = {}
+    _, cuts = stream_pass((c.expand(3, -1, -1) for c in clip), lambda b: b[:, 0], 1,
+                          lambda i, d, c: written.setdefault(i, d.numpy()), window=9, temporal="align")
+    assert cuts == 1
+    aligned = align_sequence(torch.stack(clip), normalize=False)[0].numpy()
+    expected = window_reference(aligned, [0, 0, 0, 1, 1, 1], 9, True)
+    for t in range(6):
+        assert np.abs(written[t] - expected[t][0]).max() < 1e-5, t
+    assert written[3].min() == 0.0 and written[3].max() == 1.0  # the new shot has its own range
+
+
+def test_cli_stream_window_writes_the_clip_without_a_disk_cache(clip, tiny_checkpoint, tiny_backbone, tmp_path,
+                                                                monkeypatch):
+    import fiffdepth_core.video_cli as video_cli
+
+    def no_cache(*args, **kwargs):
+        raise AssertionError("--stream-window must not make a disk cache")
+
+    monkeypatch.setattr(video_cli, "DepthCache", no_cache)
+    monkeypatch.setattr(video_cli.shutil, "disk_usage", lambda path: shutil_usage(0))  # no cache: no disk needed
+    out = tmp_path / "out"
+    assert main(["predict", str(clip), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--temporal", "stabilize", "--stream-window", "4", "--format", "npy", "--output-dir", str(out),
+                 "-q"]) == 0
+    raw = expected_depths(tiny_backbone, clip)
+    aligned, steps = align_sequence(raw, normalize=False, stabilize=True)
+    shots = np.cumsum([step.cut for step in steps]) - 1  # the random model may well call a frame a new shot
+    expected = window_reference(aligned.numpy(), list(shots), 4, True)
+    saved = [np.load(out / "walk" / f"walk_{k:06d}.npy") for k in range(6)]
+    assert max(np.abs(s - e[0]).max() for s, e in zip(saved, expected)) <= 2e-4
+    assert probe_video(out / "walk_controlnet.mp4").frames == 6
+    with pytest.raises(SystemExit, match="--stream-window must be >= 0, got -1"):
+        main(["predict", str(clip), "--checkpoint", str(tiny_checkpoint), "--stream-window", "-1"])
+
+
+def shutil_usage(free: int):
+    import shutil
+
+    return shutil._ntuple_diskusage(free, 0, free)
+
+
+def unit_scene(scene: int) -> np.ndarray:
+    from train.datasets.procedural_scene import render
+
+    depth = render(24, 32, scene, 0)[1]
+    depth = np.where(np.isfinite(depth), depth, 80.0)
+    return (depth - depth.min()) / (depth.max() - depth.min())
