@@ -1,6 +1,7 @@
 """Peak memory of the CLI's video path: a generated 720p clip through ``python -m fiffdepth_core predict``.
 
-    python benchmarks/video_memory.py                        # 1 minute of 1280x720 at 30 fps, and 10 s to compare
+    python benchmarks/video_memory.py                        # 1 minute of 1280x720 at 30 fps, and 10 s to compare,
+                                                             # two passes over the disk cache and --stream-window 48
     python benchmarks/video_memory.py --seconds 60 --compare 0 --format controlnet npy
 
 The clip pans across a procedural scene (``train/datasets/procedural_scene.py``), encoded with PyAV. The CLI runs
@@ -49,10 +50,11 @@ def write_clip(path: Path, seconds: float, fps: int, width: int, height: int) ->
     return frames
 
 
-def run_cli(clip: Path, checkpoint: Path, out: Path, args) -> dict:
+def run_cli(clip: Path, checkpoint: Path, out: Path, args, window: int) -> dict:
     cmd = [sys.executable, "-m", "fiffdepth_core", "predict", str(clip), "--checkpoint", str(checkpoint),
            "--processing-resolution", str(args.processing_resolution), "--batch-size", str(args.batch_size),
-           "--temporal", args.temporal, "--format", *args.format, "--output-dir", str(out), "-q", "--device", "cpu"]
+           "--temporal", args.temporal, "--format", *args.format, "--output-dir", str(out), "-q", "--device", "cpu",
+           "--stream-window", str(window)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     began = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -74,6 +76,8 @@ def main(argv=None) -> dict:
     p.add_argument("--temporal", default="stabilize", choices=("off", "align", "stabilize"))
     p.add_argument("--format", nargs="+", default=["controlnet"],
                    help="CLI --format (per-frame npy/png16/exr of a 1-minute 720p clip take 3-7 GB of disk)")
+    p.add_argument("--stream-window", type=int, nargs="+", default=[0, 48],
+                   help="CLI --stream-window values to measure (0 = two passes over the disk cache)")
     p.add_argument("--checkpoint", help="default: a tiny random-weight checkpoint made here")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the CLI process (OMP_NUM_THREADS); on a "
                    "shared machine more threads than free cores make small tensor ops many times slower")
@@ -94,13 +98,15 @@ def main(argv=None) -> dict:
             began = time.perf_counter()
             frames = write_clip(clip, seconds, args.fps, width, height)
             encode = time.perf_counter() - began
-            result = run_cli(clip, checkpoint, scratch / f"out_{seconds:g}s", args)
-            rows.append({"seconds_of_video": seconds, "frames": frames, "size": f"{width}x{height}",
-                         "clip_encode_seconds": round(encode, 1), **result})
+            for window in args.stream_window:
+                result = run_cli(clip, checkpoint, scratch / f"out_{seconds:g}s_{window}", args, window)
+                rows.append({"seconds_of_video": seconds, "frames": frames, "size": f"{width}x{height}",
+                             "stream_window": window, "clip_encode_seconds": round(encode, 1), **result})
     report = {"args": vars(args), "rows": rows}
-    lines = ["| clip | frames | peak RSS (MB) | CLI wall time (s) |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {r['seconds_of_video']:g} s {r['size']} | {r['frames']} | {r['peak_rss_mb']:.0f} | "
-              f"{r['seconds']:.0f} |" for r in rows]
+    lines = ["| clip | frames | passes | peak RSS (MB) | CLI wall time (s) |", "| --- | ---: | --- | ---: | ---: |"]
+    lines += [f"| {r['seconds_of_video']:g} s {r['size']} | {r['frames']} | "
+              f"{'two, disk cache' if not r['stream_window'] else 'one, --stream-window %d' % r['stream_window']} | "
+              f"{r['peak_rss_mb']:.0f} | {r['seconds']:.0f} |" for r in rows]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "video_memory.json").write_text(json.dumps(report, indent=2))
