@@ -63,12 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalization", default=None, choices=NORMALIZATIONS,
                    help="ControlNet output: normalise each image, or the whole run at once (default: per_image for "
                    "images, whole_batch for videos and --temporal align/stabilize)")
-    p.add_argument("--temporal", default="off", choices=TEMPORAL_MODES,
+    p.add_argument("--temporal", default="auto", choices=("auto", *TEMPORAL_MODES),
                    help="align: treat a video (or the images, in name order) as one clip and align each frame's "
                    "depth in scale and shift to a running reference, so it does not flicker; the clip's depth is "
                    "then rescaled as a whole to [0,1]. stabilize: align, then average each pixel's noise-level "
                    "changes over a few frames (larger changes pass at once); the steadiest video depth. off: each "
-                   "frame's own depth (default)")
+                   "frame's own depth. auto (default): stabilize for videos, off for images")
     p.add_argument("--stream-window", type=int, default=0, metavar="FRAMES",
                    help="videos and image sequences: 0 = whole-clip bounds, two passes over a float32 disk cache in "
                    "the output folder (default); N = one pass with no cache, for clips of any length: each frame is "
@@ -182,6 +182,10 @@ def run_predict(args) -> int:
 def _run_predict(args, group: ProcessGroup) -> int:
     processes = group.processes
     images, videos, headers, failures = _check_inputs(args)
+    # Videos default to steady depth with whole-clip ControlNet bounds; images to each image's own depth.
+    video_args = argparse.Namespace(**{**vars(args), "normalization": args.normalization or "whole_batch",
+                                       "temporal": "stabilize" if args.temporal == "auto" else args.temporal})
+    args.temporal = "off" if args.temporal == "auto" else args.temporal
     sequence = args.temporal != "off" and len(images) > 1  # the images are the frames of one clip
     args.normalization = args.normalization or ("whole_batch" if sequence else "per_image")
     if args.skip_existing and args.normalization == "whole_batch":
@@ -277,7 +281,7 @@ def _run_predict(args, group: ProcessGroup) -> int:
         log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", total, ", ".join(args.format),
                  args.output_dir, seconds, total / max(seconds, 1e-9))
     for video in videos:
-        run_video(video, predict, args, progress)
+        run_video(video, predict, video_args, progress)
     failures = [item for share in group.gather(failures) for item in share]  # every process's skipped inputs
     if failures and processes.is_main:
         summary = write_skipped_summary(output_dir, failures)

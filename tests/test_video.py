@@ -293,3 +293,25 @@ def unit_scene(scene: int) -> np.ndarray:
     depth = render(24, 32, scene, 0)[1]
     depth = np.where(np.isfinite(depth), depth, 80.0)
     return (depth - depth.min()) / (depth.max() - depth.min())
+
+
+def test_cli_video_defaults_to_steady_depth_and_whole_clip_controlnet_bounds(clip, tiny_checkpoint, tiny_backbone,
+                                                                            tmp_path):
+    still = tmp_path / "still.mp4"  # a still shot with sensor noise: the random model keeps it one shot
+    gen = np.random.default_rng(0)
+    base = moving_frames(1, 40, 56)[0].astype(np.int16)
+    write_clip(still, [np.clip(base + gen.integers(-2, 3, base.shape), 0, 255).astype(np.uint8) for _ in range(6)],
+               Fraction(12))
+    out = tmp_path / "out"
+    assert main(["predict", str(still), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--format", "npy", "--output-dir", str(out), "-q"]) == 0
+    raw = expected_depths(tiny_backbone, still)
+    steady, steps = align_sequence(raw, stabilize=True)
+    assert not any(step.cut for step in steps[1:])
+    saved = np.stack([np.load(out / "still" / f"still_{k:06d}.npy") for k in range(6)])
+    assert np.abs(saved - steady.numpy()).max() <= 2e-4
+    assert np.abs(saved - align_sequence(raw)[0].numpy()).max() > 1e-3  # stabilize, not align or off
+    control = np.stack([f[..., 0] for f in read_frames(out / "still_controlnet.mp4")]) / 255.0
+    whole = controlnet_depth(steady, "whole_batch").numpy()
+    per_image = controlnet_depth(steady, "per_image").numpy()
+    assert np.abs(control - whole).mean() < np.abs(control - per_image).mean()
