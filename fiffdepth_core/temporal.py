@@ -19,9 +19,12 @@ is not affine. ``stabilize`` adds a temporal filter after alignment, per pixel, 
 
 4. ``out = current + w * (history - current)``, ``history`` = the previous output, and
    ``w = history_weight * exp(-0.5 * (change / (noise_sigmas * sigma))**2)``, where ``change = current - history`` and
-   ``sigma`` is the frame's robust noise level (1.4826 x the median absolute change). Changes at the noise level
-   are averaged over a few frames; changes several times larger (something moved, a disocclusion) pass at once,
-   so the filter does not smear motion. A scene cut restarts the history with the alignment's reference.
+   ``sigma`` is the frame's noise level, measured on its quietest pixels (3.1388 x the first quartile of the
+   absolute change: the standard deviation if the change were noise alone). Motion raises that estimate only
+   mildly while at least a quarter of the frame is still (x2.7 with 60 % of it moving), where a median would be
+   taken over by the motion. Changes at the noise level are averaged over a few frames; changes several times larger
+   (something moved, a disocclusion) pass at once, so the filter does not smear motion. A scene cut restarts the
+   history with the alignment's reference.
 
 The first frame of each shot keeps its raw depth (scale 1, shift 0), so aligned depth is expressed in the units
 of that frame: 0 = its nearest point, 1 = its farthest. Frames that later see nearer or farther things may leave
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TEMPORAL_MODES = ("off", "align", "stabilize")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
+Q25_TO_SIGMA = 3.1388  # first quartile of |x| -> standard deviation of a normal distribution (1 / 0.31863)
 
 
 @dataclass(frozen=True)
@@ -141,24 +145,55 @@ def _flat64(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+class TemporalFilter:
+    """Step 4 of the module docstring: per-pixel averaging over time of changes at the noise level, while larger
+    changes pass at once. Holds one map, the previous output; :meth:`reset` starts again (at a scene cut)."""
+
+    def __init__(self, history_weight: float = 0.8, noise_sigmas: float = 3.0, sample_pixels: int = 65536):
+        AlignConfig(history_weight=history_weight, noise_sigmas=noise_sigmas, sample_pixels=sample_pixels)  # checks
+        self.history_weight, self.noise_sigmas, self.sample_pixels = history_weight, noise_sigmas, sample_pixels
+        self.history: torch.Tensor | None = None  # [H,W] float32
+
+    def reset(self) -> None:
+        self.history = None
+
+    def update(self, frame: torch.Tensor) -> torch.Tensor:
+        """The filtered frame ``[H,W]`` (float32, same device); the first frame after a reset passes unchanged."""
+        frame = frame.float()
+        if self.history is None:
+            self.history = frame.clone()
+            return frame.clone()
+        if self.history.shape != frame.shape:
+            raise ValueError(f"frame is {tuple(frame.shape)}, but earlier frames were {tuple(self.history.shape)}: "
+                             "a video's frames must share one size")
+        change = frame - self.history  # [H,W]
+        rows, cols = _grid(*frame.shape, self.sample_pixels)
+        quiet = float(np.quantile(np.abs(_flat64(change[rows, cols])), 0.25))  # the quietest quarter: noise alone
+        sigma = max(Q25_TO_SIGMA * quiet, 1e-12)
+        weight = torch.exp(change.square() * (-0.5 / (self.noise_sigmas * sigma) ** 2)).mul_(self.history_weight)
+        self.history = frame - change.mul_(weight)  # current + w * (history - current)
+        return self.history.clone()
+
+
 class TemporalAligner:
     """Aligns frames one at a time to a running reference; holds one reference map, whatever the clip length.
 
-    With ``stabilize`` the aligned frames also pass the temporal filter (step 4 of the module docstring), which
-    holds one more map: the previous output.
+    With ``stabilize`` the aligned frames also pass a :class:`TemporalFilter`, which holds one more map: the previous
+    output.
     """
 
     def __init__(self, config: AlignConfig = AlignConfig(), stabilize: bool = False):
         self.config = config
-        self.stabilize = stabilize
         self.reference: torch.Tensor | None = None  # [H,W] float32, in the current shot's units
-        self.history: torch.Tensor | None = None  # [H,W] float32, the previous output (stabilize only)
+        self.filter = TemporalFilter(config.history_weight, config.noise_sigmas, config.sample_pixels) \
+            if stabilize else None
         self.frames = 0
 
     def reset(self) -> None:
         """Forget the reference (and the history): the next frame starts a new shot."""
         self.reference = None
-        self.history = None
+        if self.filter is not None:
+            self.filter.reset()
 
     def update(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
         """Align one raw depth map ``[H,W]``: the aligned map (float32, same device) and an :class:`AlignStep`."""
@@ -186,22 +221,15 @@ class TemporalAligner:
         aligned = depth * scale + shift  # [H,W]
         self.reference.mul_(1.0 - cfg.decay).add_(aligned, alpha=cfg.decay)
         step = AlignStep(scale, shift, cut=False, agreement=agree)
-        if self.stabilize:
-            aligned = self._filter(aligned, rows, cols, spread)
+        if self.filter is not None:
+            aligned = self.filter.update(aligned)
         return aligned, step
-
-    def _filter(self, aligned: torch.Tensor, rows: slice, cols: slice, spread: float) -> torch.Tensor:
-        """Step 4: average noise-level changes with the history, let larger ones through; updates the history."""
-        cfg = self.config
-        change = aligned - self.history  # [H,W]
-        sigma = max(MAD_TO_SIGMA * float(np.median(np.abs(_flat64(change[rows, cols])))), 1e-6 * spread)
-        weight = torch.exp(change.square() * (-0.5 / (cfg.noise_sigmas * sigma) ** 2)).mul_(cfg.history_weight)
-        self.history = aligned.sub_(change.mul_(weight))  # current + w * (history - current)
-        return self.history.clone()
 
     def _restart(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
         self.reference = depth.clone()
-        self.history = depth.clone() if self.stabilize else None
+        if self.filter is not None:
+            self.filter.reset()
+            self.filter.update(depth)
         return depth.clone(), AlignStep(1.0, 0.0, cut=True, agreement=1.0)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fiffdepth_core.temporal import AlignConfig, TemporalAligner, align_sequence, robust_affine
+from fiffdepth_core.temporal import AlignConfig, TemporalAligner, TemporalFilter, align_sequence, robust_affine
 from train.datasets.procedural_scene import render, render_path
 
 
@@ -145,8 +145,11 @@ def reference_stabilized(aligned: np.ndarray, history_weight: float, noise_sigma
     out = np.empty_like(aligned, dtype=np.float64)
     out[0] = aligned[0]
     for k in range(1, frames):
-        changes = [aligned[k, i, j] - out[k - 1, i, j] for i in range(height) for j in range(width)]
-        sigma = 1.4826 * float(np.median(np.abs(changes)))
+        changes = sorted(abs(aligned[k, i, j] - out[k - 1, i, j]) for i in range(height) for j in range(width))
+        position = 0.25 * (len(changes) - 1)  # the first quartile, interpolated between order statistics
+        below = int(position)
+        quartile = changes[below] + (position - below) * (changes[min(below + 1, len(changes) - 1)] - changes[below])
+        sigma = quartile / 0.31863  # |N(0, s)| has its first quartile at 0.31863 s
         for i in range(height):
             for j in range(width):
                 change = aligned[k, i, j] - out[k - 1, i, j]
@@ -197,6 +200,20 @@ def test_stabilize_lets_motion_through_at_once():
     # An ungated average (same history weight everywhere) would drag the old depth along for several frames.
     ungated, _ = align_sequence(clip, AlignConfig(noise_sigmas=100.0), normalize=False, stabilize=True)
     assert (ungated[4] - aligned[4])[moved].abs().mean() > 0.2
+
+
+def test_the_filter_lets_a_large_moving_object_through():
+    """Most of the frame moves (a close object filling 60 % of it): the noise level comes from the still part."""
+    truth, clip = noisy_static_clip(5, 0.01, seed=11)
+    clip[3:, :, :19] += 0.3  # 30 noise levels, over 60 % of the frame
+    filt = TemporalFilter()
+    out = torch.stack([filt.update(frame) for frame in clip])
+    lag = (out[3] - clip[3])[:, :19].abs().mean()
+    assert lag < 0.01, float(lag)  # passed at once (a median-based noise level would average it away)
+    still = (out[1:] - out[:-1])[:, :, 19:].abs().mean()
+    assert still < 0.6 * (clip[1:] - clip[:-1])[:, :, 19:].abs().mean()  # while the still part stays filtered
+    with pytest.raises(ValueError, match=r"frame is \(8, 8\), but earlier frames were \(24, 32\)"):
+        filt.update(torch.zeros(8, 8))
 
 
 def test_stabilize_restarts_its_history_at_a_scene_cut():
