@@ -47,10 +47,18 @@ def list_videos(inputs: list[str | Path]) -> list[Path]:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int  # as shown: after the rotation the file asks for
     height: int
     fps: Fraction  # average frame rate of the first video stream
     frames: int | None  # as the container declares it (None when it does not say)
+    rotation: int = 0  # degrees counter-clockwise that bring the stored frames upright (phone videos: often +-90)
+
+
+def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
+    """``[H,W,...]`` turned counter-clockwise by ``rotation`` degrees (to the nearest quarter turn), as players and
+    FFmpeg show a video whose display matrix asks for it."""
+    turns = round(rotation / 90) % 4
+    return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -66,20 +74,27 @@ def probe_video(path: str | Path) -> VideoInfo:
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or Fraction(24)
             frames = int(stream.frames) or None
-            return VideoInfo(int(stream.codec_context.width), int(stream.codec_context.height), Fraction(fps), frames)
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            first = next(container.decode(stream), None)  # the rotation travels with the decoded frames
+            rotation = round(getattr(first, "rotation", 0) or 0) if first is not None else 0
+            rotation = rotation % 360 - 360 if rotation % 360 > 180 else rotation % 360  # in (-180, 180]
+            if round(rotation / 90) % 2:
+                width, height = height, width
+            return VideoInfo(width, height, Fraction(fps), frames, rotation)
     except av.error.FFmpegError as err:
         raise ValueError(f"cannot read video {path}: {err}") from err
 
 
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """The frames of the first video stream as ``[H,W,3]`` uint8 RGB arrays, decoded one at a time."""
+    """The frames of the first video stream as ``[H,W,3]`` uint8 RGB arrays, decoded one at a time and turned
+    upright as the file asks (:func:`upright`; PyAV before 14 does not report rotation, and frames stay as stored)."""
     av = _av()
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                yield upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0)
     except av.error.FFmpegError as err:
         raise ValueError(f"cannot decode video {path}: {err}") from err
 

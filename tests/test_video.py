@@ -315,3 +315,51 @@ def test_cli_video_defaults_to_steady_depth_and_whole_clip_controlnet_bounds(cli
     whole = controlnet_depth(steady, "whole_batch").numpy()
     per_image = controlnet_depth(steady, "per_image").numpy()
     assert np.abs(control - whole).mean() < np.abs(control - per_image).mean()
+
+
+def write_rotated_clip(path, frames, rotation: int) -> None:
+    """A clip whose display matrix asks players to turn it ``rotation`` degrees counter-clockwise (a phone video)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        if not hasattr(stream, "set_display_rotation"):
+            pytest.skip(f"PyAV {av.__version__} cannot write a display rotation")
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.set_display_rotation(rotation)
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotated_phone_video_is_read_upright_like_ffmpeg_shows_it(tmp_path, rotation):
+    stored = np.zeros((32, 64, 3), dtype=np.uint8)
+    stored[:8, :16] = 255  # a bright block in the stored frame's top-left corner
+    path = tmp_path / "phone.mp4"
+    write_rotated_clip(path, [stored] * 3, rotation)
+    info = probe_video(path)
+    frames = list(read_frames(path))
+    # counter-clockwise by `rotation`, written out by hand: where the stored top-left block ends up
+    if rotation == 90:  # turned left: the top-left corner goes to the bottom-left
+        expected_size, corner = (32, 64), (slice(48, 64), slice(0, 8))
+    elif rotation == -90:  # turned right: top-left goes to top-right
+        expected_size, corner = (32, 64), (slice(0, 16), slice(24, 32))
+    else:  # upside down: top-left goes to bottom-right
+        expected_size, corner = (64, 32), (slice(24, 32), slice(48, 64))
+    assert (info.width, info.height, info.rotation) == (*expected_size, rotation)
+    assert len(frames) == 3 and frames[0].shape == (expected_size[1], expected_size[0], 3)
+    assert frames[0][corner].mean() > 200 and frames[0].mean() < 80  # the block, and only there
+
+
+def test_cli_writes_a_rotated_video_upright(tmp_path, tiny_checkpoint):
+    path = tmp_path / "phone.mp4"
+    write_rotated_clip(path, moving_frames(3, 40, 56), -90)
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--format", "npy", "--output-dir", str(out), "-q"]) == 0
+    assert np.load(out / "phone" / "phone_000000.npy").shape == (56, 40)  # portrait, as shown
+    info = probe_video(out / "phone_controlnet.mp4")
+    assert (info.width, info.height, info.rotation, info.frames) == (40, 56, 0, 3)
