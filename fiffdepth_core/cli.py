@@ -12,8 +12,10 @@ Errors end in one line; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,8 +26,8 @@ from .families import FAMILY_CHOICES
 from .files import FORMATS, WRITERS, load_image, write_png8
 from .image import to_rgb
 from .inputs import check_decode, pixel_limit, prescan
-from .outputs import (Manifest, OutputError, OutputWriteError, check_writable, list_inputs, plan_outputs,
-                      write_skipped_summary)
+from .outputs import (Manifest, OutputError, OutputWriteError, check_writable, list_inputs, natural_key,
+                      plan_outputs, write_skipped_summary, written_here)
 from .parallel import ProcessGroup, WorkerFailedError, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
@@ -136,7 +138,8 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
 def _check_inputs(args) -> tuple[list[Path], list[Path], dict, list]:
     """Every input listed and every image's header read before the model loads: (images, videos, headers,
     failures skipped under --on-error skip)."""
-    found = list_inputs(args.inputs) + list_videos(args.inputs)
+    videos = [v for v in list_videos(args.inputs) if v.name not in written_here(v.parent)]  # not our own outputs
+    found = list_inputs(args.inputs) + sorted(videos, key=natural_key)
     if not found:
         raise SystemExit("error: no images or videos found in " + ", ".join(args.inputs))
     videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
@@ -171,6 +174,23 @@ def _check_videos(videos: list[Path], max_pixels: int | None) -> list[tuple[Path
     return failures
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a job scheduler, ``kill``) ends the run like Ctrl-C: temporary files and caches are removed."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_predict(args) -> int:
     """One process, or this process's share of a data-parallel job (torchrun / accelerate launch: see
     :mod:`fiffdepth_core.parallel`)."""
@@ -197,10 +217,19 @@ def _run_predict(args, group: ProcessGroup) -> int:
     if done:
         log.info("skipping %d image(s) whose outputs already exist (--skip-existing)", len(done))
         images = [p for p in images if p in targets]
-    check_video_targets(videos, args.output_dir, args.format, args.overwrite, {p.stem for p in images})
+    videos, finished, resume = check_video_targets(videos, args.output_dir, args.format, args.overwrite,
+                                                   {p.stem for p in images}, [*images, *videos], args.skip_existing)
+    if finished:
+        log.info("skipping %d video(s) whose outputs already exist (--skip-existing)", len(finished))
     clips = video_sizes(videos)  # each clip's depth waits in a float32 cache file on the output folder's disk
-    if sequence:  # its frames share one size (checked as they are read)
-        clips["the image sequence"] = (len(images), headers[images[0]].width, headers[images[0]].height)
+    if sequence:
+        first = headers[images[0]]
+        for path in images[1:]:
+            if (headers[path].width, headers[path].height) != (first.width, first.height):
+                raise OutputError(f"--temporal {args.temporal}: {path} is {headers[path].width}x{headers[path].height}"
+                                  f" but {images[0]} is {first.width}x{first.height}; the frames of a sequence must "
+                                  "share one size")
+        clips["the image sequence"] = (len(images), first.width, first.height)
     if not args.stream_window:
         check_cache_space(clips, output_dir)
     check_writable(output_dir)
@@ -281,7 +310,13 @@ def _run_predict(args, group: ProcessGroup) -> int:
         log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", total, ", ".join(args.format),
                  args.output_dir, seconds, total / max(seconds, 1e-9))
     for video in videos:
-        run_video(video, predict, video_args, progress)
+        try:
+            run_video(video, predict, video_args, progress, replace_ours=video in resume)
+        except (ValueError, OSError) as err:  # an unreadable video, found while decoding
+            if args.on_error == "stop" or isinstance(err, (OutputError, FileExistsError)):
+                raise
+            log.warning("skipping %s: %s", video, err)
+            failures.append((video, str(err)))
     failures = [item for share in group.gather(failures) for item in share]  # every process's skipped inputs
     if failures and processes.is_main:
         summary = write_skipped_summary(output_dir, failures)
@@ -323,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         if value < low:
             raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
     try:
-        return run_predict(args)
+        with _terminate_as_interrupt():
+            return run_predict(args)
     except KeyboardInterrupt:
         log.error("interrupted; the outputs written so far are complete (rerun with --skip-existing to continue)")
         return 130

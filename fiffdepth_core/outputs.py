@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -59,14 +60,20 @@ def written_here(folder: Path) -> set[str]:
     return names
 
 
+def natural_key(path: Path) -> list:
+    """Sort key that orders numbered names as people do: ``frame2`` before ``frame10``."""
+    return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
 def list_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files named directly plus the images inside named folders (sorted, not recursive, regular files only),
-    leaving out files a FiffDepth run wrote into that folder."""
+    """Files named directly plus the images inside named folders (in natural order, so ``frame2`` comes before
+    ``frame10``; not recursive, regular files only), leaving out files a FiffDepth run wrote into that folder."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             ours = written_here(item)
-            candidates = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            candidates = sorted((p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                                key=natural_key)
             kept = [p for p in candidates if p.name not in ours]
             if len(kept) < len(candidates):
                 log.info("%s: leaving out %d file(s) an earlier FiffDepth run wrote there", item,

@@ -24,7 +24,7 @@ import torch
 
 from .files import WRITERS, load_image, output_path, write_png8
 from .image import to_rgb
-from .outputs import OutputError
+from .outputs import MANIFEST, Manifest, OutputError, written_here
 from .postprocess import colorize
 from .sequence import DepthCache, first_pass, second_pass, stream_pass
 from .video import VideoWriter, probe_video, read_frames
@@ -46,23 +46,56 @@ def frame_path(folder: Path, stem: str, index: int, fmt: str) -> Path:
     return output_path(folder, f"{stem}_{index:06d}", fmt)
 
 
-def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool, taken: set[str]) -> None:
-    """Refuse name collisions (with each other and with image outputs ``taken``) and, without ``overwrite``,
-    existing outputs: before any model loads."""
+def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool, taken: set[str],
+                        inputs=(), skip_existing: bool = False) -> tuple[list[Path], list[Path], set[Path]]:
+    """Every video's outputs checked before any model loads; returns (videos to run, videos skipped as done,
+    videos whose unfinished earlier outputs may be replaced).
+
+    Refused, whatever the flags: two inputs with one name (with each other and with image outputs ``taken``), an
+    output that would replace an input of the run (``inputs``), and a file where a frames folder goes. Without
+    ``overwrite``, existing outputs are refused, except with ``skip_existing``: a video whose videos exist is done
+    (they appear last, when its run completes) and is skipped; one whose frames folder holds only files an earlier
+    run wrote (and no finished video) is run again over them.
+    """
+    resolved = {Path(p).resolve() for p in inputs}
+    depth = any(fmt in DEPTH_FORMATS for fmt in formats)
+    run, skipped, resume = [], [], set()
     for video in videos:
         if video.stem in taken:
-            raise FileExistsError(f"two inputs share the name {video.stem!r} (one is {video}); their outputs would "
-                                  "collide: run them into different --output-dir folders")
+            raise OutputError(f"two inputs share the name {video.stem!r} (one is {video}); their outputs would "
+                              "collide: run them into different --output-dir folders")
         taken.add(video.stem)
-        if overwrite:
-            continue
         targets = video_targets(video, output_dir, formats)
         folder = targets.pop("frames")
+        for path in targets.values():
+            if path.resolve() in resolved:
+                raise OutputError(f"the {path.name} output of {video} would replace an input of this run; inputs "
+                                  "are never overwritten (even with --overwrite): choose another --output-dir")
+        if depth and any(p.parent == folder.resolve() for p in resolved):
+            raise OutputError(f"{folder} holds inputs of this run, and {video}'s depth frames would be written "
+                              "there: choose another --output-dir")
+        if depth and folder.exists() and not folder.is_dir():
+            raise OutputError(f"{folder} is a file, but {video}'s depth frames go in a folder of that name: move "
+                              "it or choose another --output-dir")
+        if overwrite:
+            run.append(video)
+            continue
+        if skip_existing and all(p.exists() for p in targets.values()):
+            skipped.append(video)
+            continue
         existing = [str(p) for p in targets.values() if p.exists()]
-        if any(fmt in DEPTH_FORMATS for fmt in formats) and folder.is_dir() and any(folder.iterdir()):
+        frames = [p for p in folder.iterdir() if p.name != MANIFEST] if depth and folder.is_dir() else []
+        ours = written_here(folder) if frames else set()
+        if skip_existing and not existing and all(p.name in ours for p in frames):
+            resume.add(video)  # cut short before: its own frame files are replaced
+        elif frames:
             existing.append(f"{folder}/ (not empty)")
         if existing:
-            raise FileExistsError(f"output already exists: {', '.join(existing)}; pass --overwrite to replace it")
+            hint = "--overwrite to replace it" + ("" if skip_existing else ", or --skip-existing to keep finished "
+                                                  "videos")
+            raise OutputError(f"output already exists: {', '.join(existing)}; pass {hint}")
+        run.append(video)
+    return run, skipped, resume
 
 
 def check_cache_space(clips: dict[str, tuple[int, int, int]], output_dir) -> None:
@@ -117,23 +150,33 @@ def _frames(video: Path):
         yield torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)  # [3,H,W]
 
 
-def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args, progress) -> int:
-    """Depth for every frame of ``video``; returns the frame count. ``progress(total, unit, desc)`` makes a bar."""
+def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args, progress,
+              replace_ours: bool = False) -> int:
+    """Depth for every frame of ``video``; returns the frame count. ``progress(total, unit, desc)`` makes a bar.
+    ``replace_ours``: frame files an earlier, unfinished run wrote may be replaced (``--skip-existing``).
+
+    Every file written is recorded in its folder's output log (:class:`~fiffdepth_core.outputs.Manifest`), so a
+    later run over these folders does not take the depth frames or videos as inputs."""
     info = probe_video(video)
     targets = video_targets(video, args.output_dir, args.format)
     depth_formats = [fmt for fmt in args.format if fmt in DEPTH_FORMATS]
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    frame_log = Manifest(targets["frames"])
+    replace = args.overwrite or replace_ours
     with VideoWriter(targets["controlnet"], info.fps, args.overwrite) as control_out, \
             _optional_writer(targets.get("color"), info.fps, args.overwrite) as color_out:
         def write(index, depth, control):
             for fmt in depth_formats:
-                WRITERS[fmt](frame_path(targets["frames"], video.stem, index, fmt), depth, overwrite=args.overwrite)
+                path = frame_path(targets["frames"], video.stem, index, fmt)
+                WRITERS[fmt](path, depth, overwrite=replace)
+                frame_log.record(path)
             control_out.write(control.numpy())
             if color_out is not None:
                 color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy())
 
         count = depth_passes(_frames(video), predict, write, args, progress, info.frames, video.name, "frame")
-    if args.overwrite:
+    Manifest(args.output_dir).record(targets["controlnet"], *([targets["color"]] if "color" in targets else []))
+    if replace:
         remove_stale_frames(targets["frames"], video.stem, count, depth_formats)
     log.info("%s: %d frames at %s fps -> %s", video.name, count, info.fps, targets["controlnet"])
     return count

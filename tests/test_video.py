@@ -11,6 +11,7 @@ import torch
 from fiffdepth_testkit.images import seeded_images
 
 from fiffdepth_core.cli import main
+from fiffdepth_core.outputs import MANIFEST
 from fiffdepth_core.postprocess import controlnet_depth
 from fiffdepth_core.predictor import PredictConfig, predict_depth
 from fiffdepth_core.sequence import DepthCache, second_pass, sequence_quantiles, stream_pass
@@ -128,15 +129,16 @@ def test_cli_video_writes_frames_and_controlnet_video(clip, tiny_checkpoint, tin
     control = np.stack([f[..., 0] for f in read_frames(out / "walk_controlnet.mp4")]) / 255.0
     reference = controlnet_depth(expected, "whole_batch").numpy()  # whole-sequence bounds by default for video
     assert np.abs(control - reference).mean() < 5 / 255  # H.264 at CRF 16 on the random model's grainy depth
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # the cache folder is gone
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != MANIFEST]  # the cache is gone
 
 
 def test_cli_video_refuses_existing_outputs(clip, tmp_path):
     out = tmp_path / "out"
     (out / "walk").mkdir(parents=True)
     (out / "walk" / "walk_000000.npy").write_bytes(b"keep")
-    code = main(["predict", str(clip), "--checkpoint", str(tmp_path / "never-loaded"), "--output-dir", str(out)])
-    assert code == 2 and (out / "walk" / "walk_000000.npy").read_bytes() == b"keep"
+    with pytest.raises(SystemExit, match=r"output already exists: .*walk/ \(not empty\); pass --overwrite"):
+        main(["predict", str(clip), "--checkpoint", str(tmp_path / "never-loaded"), "--output-dir", str(out)])
+    assert (out / "walk" / "walk_000000.npy").read_bytes() == b"keep"
 
 
 def test_cli_aligns_an_image_sequence(tiny_checkpoint, tiny_backbone, tmp_path):
@@ -168,7 +170,7 @@ def test_overwrite_with_a_shorter_clip_leaves_one_run_of_frames(clip, tiny_check
     shorter.parent.mkdir()
     write_clip(shorter, moving_frames(3, 40, 56), Fraction(12))
     assert main(["predict", str(shorter), *args, "--overwrite"]) == 0
-    names = sorted(p.name for p in (out / "walk").iterdir())
+    names = sorted(p.name for p in (out / "walk").iterdir() if p.name != MANIFEST)
     assert names == ["walk_000000.exr", "walk_000000.npy", "walk_000001.exr", "walk_000001.npy", "walk_000002.exr",
                      "walk_000002.npy", "walk_000009.npy", "walk_notes.txt"]
     assert probe_video(out / "walk_controlnet.mp4").frames == 3
@@ -363,3 +365,117 @@ def test_cli_writes_a_rotated_video_upright(tmp_path, tiny_checkpoint):
     assert np.load(out / "phone" / "phone_000000.npy").shape == (56, 40)  # portrait, as shown
     info = probe_video(out / "phone_controlnet.mp4")
     assert (info.width, info.height, info.rotation, info.frames) == (40, 56, 0, 3)
+
+
+def test_video_outputs_are_logged_so_a_later_run_does_not_take_them_as_inputs(clip, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64", "--format", "npy", "png16"]
+    assert main(["predict", str(clip), *args, "--output-dir", str(out), "-q"]) == 0
+    for folder in (out, out / "walk"):  # the ControlNet video, and the depth frames
+        with pytest.raises(SystemExit, match="no images or videos found"):
+            main(["predict", str(folder), *args, "--output-dir", str(tmp_path / "again"), "-q"])
+
+
+def test_overwrite_never_replaces_an_input_video(clip, tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    (folder / "walk.mp4").write_bytes(clip.read_bytes())
+    (folder / "walk_controlnet.mp4").write_bytes(clip.read_bytes())  # the user's own file, also an input
+    before = (folder / "walk_controlnet.mp4").read_bytes()
+    with pytest.raises(SystemExit, match=r"walk_controlnet.mp4 output of .*walk.mp4 would replace an input of this "
+                                         r"run; inputs are never overwritten \(even with --overwrite\)"):
+        main(["predict", str(folder), "--checkpoint", str(tmp_path / "never-loaded"), "--output-dir", str(folder),
+              "--overwrite"])
+    assert (folder / "walk_controlnet.mp4").read_bytes() == before
+
+
+def test_skip_existing_skips_finished_videos_and_redoes_one_cut_short(clip, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64", "--format", "npy",
+            "--output-dir", str(out), "-q"]
+    assert main(["predict", str(clip), *args]) == 0
+    finished = (out / "walk_controlnet.mp4").stat().st_mtime_ns
+    other = tmp_path / "b" / "run.mp4"
+    other.parent.mkdir()
+    write_clip(other, moving_frames(3, 40, 56), Fraction(12))
+    assert main(["predict", str(clip), str(other), *args, "--skip-existing"]) == 0
+    assert (out / "walk_controlnet.mp4").stat().st_mtime_ns == finished  # walk was done: not redone
+    assert probe_video(out / "run_controlnet.mp4").frames == 3
+    (out / "run_controlnet.mp4").unlink()  # as if "run" had been cut short before its videos appeared
+    assert main(["predict", str(other), *args, "--skip-existing"]) == 0  # its own frame files are replaced
+    assert probe_video(out / "run_controlnet.mp4").frames == 3
+    (out / "run" / "run_000001.npy").write_bytes(b"the user's")  # ...but not a file someone else put there
+    (out / "run_controlnet.mp4").unlink()
+    with pytest.raises(SystemExit, match=r"run/ \(not empty\)"):
+        main(["predict", str(other), *args, "--skip-existing"])
+
+
+def test_on_error_skip_goes_on_past_a_video_that_fails_to_decode(clip, tiny_checkpoint, tmp_path, monkeypatch):
+    import fiffdepth_core.video_cli as video_cli
+
+    broken = tmp_path / "b" / "broken.mp4"
+    broken.parent.mkdir()
+    broken.write_bytes(clip.read_bytes())
+    real = video_cli.read_frames
+
+    def read_frames(path):  # decodes a few frames, then hits damage the header check could not see
+        if Path(path).name == "broken.mp4":
+            frames = real(path)
+            yield next(frames)
+            raise ValueError(f"cannot decode video {path}: Invalid data found when processing input")
+        yield from real(path)
+
+    monkeypatch.setattr(video_cli, "read_frames", read_frames)
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64", "--output-dir", str(out), "-q"]
+    assert main(["predict", str(broken), str(clip), *args]) == 2  # stop (the default): the run ends there
+    assert not (out / "walk_controlnet.mp4").exists()
+    assert main(["predict", str(broken), str(clip), *args, "--on-error", "skip"]) == 0
+    assert probe_video(out / "walk_controlnet.mp4").frames == 6 and not (out / "broken_controlnet.mp4").exists()
+    assert "broken.mp4\tcannot decode video" in (out / "fiffdepth_skipped.txt").read_text()
+
+
+def test_sigterm_ends_a_run_like_ctrl_c():
+    """In a child process (a broken handler would kill the test runner itself)."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, time\n"
+            "from fiffdepth_core.cli import _terminate_as_interrupt\n"
+            "before = signal.getsignal(signal.SIGTERM)\n"
+            "try:\n"
+            "    with _terminate_as_interrupt():\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        time.sleep(5)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted, handler restored:', signal.getsignal(signal.SIGTERM) == before)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "interrupted, handler restored: True", (result.returncode, result.stderr)
+
+
+def test_outputs_that_cannot_work_are_refused_before_the_model_loads(clip, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "walk").write_text("notes")  # a file where the frames folder goes
+    with pytest.raises(SystemExit, match=r"out/walk is a file, but .*walk.mp4's depth frames go in a folder"):
+        main(["predict", str(clip), "--checkpoint", str(tmp_path / "never-loaded"), "--output-dir", str(out)])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, size in enumerate([(56, 40), (56, 40), (48, 40)]):
+        Image.new("RGB", size).save(frames / f"f{k}.png")
+    with pytest.raises(SystemExit, match=r"--temporal stabilize: .*f2.png is 48x40 but .*f0.png is 56x40; the frames "
+                                         r"of a sequence must share one size"):
+        main(["predict", str(frames), "--temporal", "stabilize", "--checkpoint", str(tmp_path / "never-loaded"),
+              "--output-dir", str(tmp_path / "o2")])
+
+
+def test_numbered_frames_are_taken_in_natural_order(tmp_path):
+    from fiffdepth_core.outputs import list_inputs
+    from PIL import Image
+
+    for k in (1, 2, 10, 11, 3):
+        Image.new("RGB", (4, 4)).save(tmp_path / f"frame{k}.png")
+    assert [p.name for p in list_inputs([tmp_path])] == [f"frame{k}.png" for k in (1, 2, 3, 10, 11)]
