@@ -218,7 +218,7 @@ def _run_predict(args, group: ProcessGroup) -> int:
         log.info("skipping %d image(s) whose outputs already exist (--skip-existing)", len(done))
         images = [p for p in images if p in targets]
     videos, finished, resume = check_video_targets(videos, args.output_dir, args.format, args.overwrite,
-                                                   {p.stem for p in images}, [*images, *videos], args.skip_existing)
+                                                   {p.stem.casefold() for p in images}, [*images, *videos], args.skip_existing)
     if finished:
         log.info("skipping %d video(s) whose outputs already exist (--skip-existing)", len(finished))
     clips = video_sizes(videos)  # each clip's depth waits in a float32 cache file on the output folder's disk

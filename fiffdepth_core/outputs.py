@@ -105,10 +105,11 @@ def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overw
     targets: dict[Path, dict[str, Path]] = {}
     seen: dict[str, Path] = {}
     for image in images:
-        if image.stem in seen:
-            raise OutputError(f"two inputs share the name {image.stem!r} ({seen[image.stem]} and {image}); their "
-                              "outputs would collide: run them into different --output-dir folders")
-        seen[image.stem] = image
+        key = image.stem.casefold()  # on macOS and Windows, Clip and clip are one file name
+        if key in seen:
+            raise OutputError(f"two inputs share the name {image.stem!r} ({seen[key]} and {image}); their outputs "
+                              "would collide: run them into different --output-dir folders")
+        seen[key] = image
         targets[image] = {fmt: output_path(output_dir, image.stem, fmt) for fmt in formats}
     inputs = {p.resolve(): p for p in images}
     for image, paths in targets.items():

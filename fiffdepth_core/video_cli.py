@@ -61,10 +61,10 @@ def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool
     depth = any(fmt in DEPTH_FORMATS for fmt in formats)
     run, skipped, resume = [], [], set()
     for video in videos:
-        if video.stem in taken:
+        if video.stem.casefold() in taken:  # on macOS and Windows, Clip and clip are one file name
             raise OutputError(f"two inputs share the name {video.stem!r} (one is {video}); their outputs would "
                               "collide: run them into different --output-dir folders")
-        taken.add(video.stem)
+        taken.add(video.stem.casefold())
         targets = video_targets(video, output_dir, formats)
         folder = targets.pop("frames")
         for path in targets.values():

@@ -479,3 +479,14 @@ def test_numbered_frames_are_taken_in_natural_order(tmp_path):
     for k in (1, 2, 10, 11, 3):
         Image.new("RGB", (4, 4)).save(tmp_path / f"frame{k}.png")
     assert [p.name for p in list_inputs([tmp_path])] == [f"frame{k}.png" for k in (1, 2, 3, 10, 11)]
+
+
+def test_names_that_differ_only_in_case_collide(clip, tmp_path):
+    from PIL import Image
+
+    other = tmp_path / "b" / "WALK.png"
+    other.parent.mkdir()
+    Image.new("RGB", (8, 8)).save(other)
+    with pytest.raises(SystemExit, match="two inputs share the name 'walk'"):
+        main(["predict", str(other), str(clip), "--checkpoint", str(tmp_path / "never-loaded"),
+              "--output-dir", str(tmp_path / "out")])
