@@ -61,22 +61,107 @@ def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame
 
 
+_ATTACHED_PIC = 0x0400  # AV_DISPOSITION_ATTACHED_PIC: a cover picture, not a video
+
+
+def _video_stream(container, path):
+    """The first video stream that is not cover art (a picture attached to an audio file, disposition
+    ``attached_pic``, which FFmpeg also passes over); ValueError naming the file when there is none."""
+    streams = list(container.streams.video)
+    moving = [s for s in streams if not int(getattr(getattr(s, "disposition", 0), "value",
+                                                    getattr(s, "disposition", 0))) & _ATTACHED_PIC]
+    if not moving:
+        raise ValueError(f"{path} has no video stream" + (" (only cover art)" if streams else ""))
+    return moving[0]
+
+
+class _Decode:
+    """The frames of one video stream, decoded packet by packet as FFmpeg does: a packet the decoder rejects is
+    skipped (and counted) rather than ending the video, and the decoder is flushed at the end."""
+
+    def __init__(self, container, stream):
+        self.container, self.stream = container, stream
+        self.frames = self.skipped = self.packets = 0
+        self.first_error = None  # (where: packet number and time, error)
+        self.resized = False  # whether the picture size has changed (and frames were scaled)
+        self.stopped = None  # the demuxer's error where it gave up before the end of the file
+
+    def _decode(self, packet):
+        av = _av()
+        try:
+            return self.stream.decode(packet)
+        except av.error.MemoryError:
+            raise
+        except av.error.EOFError:
+            if packet is None:
+                return []
+            raise
+        except av.error.FFmpegError as err:
+            self.skipped += 1
+            if self.first_error is None:
+                seconds = packet.pts * packet.time_base if packet is not None and packet.pts is not None \
+                    and packet.time_base else None
+                where = "at the end" if packet is None else f"packet {self.packets}" + \
+                    (f", {float(seconds):.3f} s" if seconds is not None else "")
+                self.first_error = (where, err)
+            return []
+
+    def __iter__(self):
+        av = _av()
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:  # the demuxer's end-of-stream marker: flushed below
+                    continue
+                self.packets += 1
+                for frame in self._decode(packet):
+                    self.frames += 1
+                    yield frame
+        except av.error.MemoryError:
+            raise
+        except av.error.FFmpegError as err:  # the container itself is damaged past this point
+            self.stopped = err
+        for frame in self._decode(None):
+            self.frames += 1
+            yield frame
+
+    def failure(self, path) -> str:
+        """Why nothing could be decoded, one line naming the file."""
+        why = self.first_error[1] if self.first_error else self.stopped or "the video stream holds no frames"
+        return f"cannot decode any frame of {path}: {why}"
+
+    def summary(self, path, declared: int | None) -> str | None:
+        """One line on what was skipped or missing, None when the video decoded cleanly and whole."""
+        parts = []
+        if self.skipped:
+            parts.append(f"skipped {self.skipped} damaged packet(s) the decoder rejected (the first reported at "
+                         f"{self.first_error[0]}: {self.first_error[1]})")
+        if self.stopped is not None:
+            parts.append(f"reading stopped early after frame {self.frames}: {self.stopped}")
+        if declared and self.frames < declared:
+            parts.append(f"decoded {self.frames} of the {declared} frames the container declares"
+                         + ("" if parts else " (the file looks truncated)"))
+        return f"video {path}: " + "; ".join(parts) if parts else None
+
+
 def probe_video(path: str | Path) -> VideoInfo:
-    """Size, frame rate and declared frame count of the first video stream; ValueError naming the file otherwise."""
+    """Size, frame rate and declared frame count of the first video stream (cover art is passed over); ValueError
+    naming the file otherwise. The size is that of the first frame that decodes, as shown (after its rotation):
+    the size :func:`read_frames` yields every frame at."""
     av = _av()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
     try:
         with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError(f"{path} has no video stream")
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)
             fps = stream.average_rate or stream.guessed_rate or Fraction(24)
             frames = int(stream.frames) or None
-            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
-            first = next(container.decode(stream), None)  # the rotation travels with the decoded frames
-            rotation = round(getattr(first, "rotation", 0) or 0) if first is not None else 0
+            decode = _Decode(container, stream)
+            first = next(iter(decode), None)  # the rotation travels with the decoded frames; damaged packets skipped
+            if first is None:
+                raise ValueError(decode.failure(path))
+            width, height = int(first.width), int(first.height)
+            rotation = round(getattr(first, "rotation", 0) or 0)
             rotation = rotation % 360 - 360 if rotation % 360 > 180 else rotation % 360  # in (-180, 180]
             if round(rotation / 90) % 2:
                 width, height = height, width
@@ -86,15 +171,38 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """The frames of the first video stream as ``[H,W,3]`` uint8 RGB arrays, decoded one at a time and turned
-    upright as the file asks (:func:`upright`; PyAV before 14 does not report rotation, and frames stay as stored)."""
+    """The frames of the first video stream (not cover art) as ``[H,W,3]`` uint8 RGB arrays, decoded one at a time
+    and turned upright as the file asks (:func:`upright`; PyAV before 14 does not report rotation, and frames stay
+    as stored).
+
+    As tolerant as FFmpeg: a damaged packet is skipped, not fatal, and frames after a change of picture size are
+    scaled to the first frame's size. One warning at the end names the file and what was skipped or missing (fewer
+    frames than the container declares); a ValueError naming the file only when no frame decodes at all."""
     av = _av()
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = _video_stream(container, path)
             stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield upright(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0) or 0)
+            declared = int(stream.frames) or None
+            decode = _Decode(container, stream)
+            size = None  # (width, height) of the first frame, as stored
+            for frame in decode:
+                if size is None:
+                    size = (frame.width, frame.height)
+                if (frame.width, frame.height) == size:
+                    array = frame.to_ndarray(format="rgb24")
+                else:
+                    if not decode.resized:
+                        decode.resized = True
+                        log.warning("video %s: the picture size changes from %dx%d to %dx%d at frame %d; frames are "
+                                    "scaled to %dx%d (as FFmpeg does)", path, *size, frame.width, frame.height,
+                                    decode.frames - 1, *size)
+                    array = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC")
+                yield upright(array, getattr(frame, "rotation", 0) or 0)
+            if decode.frames == 0:
+                raise ValueError(decode.failure(path))
+            if (summary := decode.summary(path, declared)) is not None:
+                log.warning("%s", summary)
     except av.error.FFmpegError as err:
         raise ValueError(f"cannot decode video {path}: {err}") from err
 
@@ -170,3 +278,4 @@ class VideoWriter:
                 os.replace(self._tmp, self.path)
         finally:
             self._tmp.unlink(missing_ok=True)
+
