@@ -8,6 +8,7 @@ a clear ImportError names it when a video is met without it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -21,6 +22,23 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv")
+# errors of os.link that mean "this file system (or platform) has no hard links": publish by check + replace instead
+_NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
+                  getattr(errno, "ENOTSUP", errno.EPERM), getattr(errno, "EOPNOTSUPP", errno.EPERM)}
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc), else set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # the most private value for the instant it is set
+    os.umask(mask)
+    return mask
 
 
 def _av():
@@ -211,8 +229,9 @@ class VideoWriter:
     """An 8-bit H.264 video (MPEG-4 Part 2 where the FFmpeg build lacks an H.264 encoder), written frame by frame.
 
     ``with VideoWriter(path, fps) as out: out.write(frame)`` where ``frame`` is ``[H,W]`` or ``[H,W,3]``, float in
-    [0,1] or uint8. The file appears at ``path`` only when the block ends without error; an existing file is kept
-    unless ``overwrite``.
+    [0,1] or uint8. The file appears at ``path`` only when the block ends without error, with mode 0666 less the
+    umask like every other output; an existing file (one that appears while writing, too) is kept unless
+    ``overwrite``.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float, overwrite: bool = False, crf: int = 16):
@@ -273,9 +292,26 @@ class VideoWriter:
             if kind is None:
                 if self.frames == 0:
                     raise ValueError(f"no frames were written to {self.path}")
-                if not self.overwrite and self.path.exists():
-                    raise FileExistsError(f"{self.path} appeared while it was being written; kept it")
-                os.replace(self._tmp, self.path)
+                os.chmod(self._tmp, 0o666 & ~_umask())  # as any other output (mkstemp made it 0600)
+                if self.overwrite:
+                    os.replace(self._tmp, self.path)
+                else:
+                    self._publish_no_clobber()
         finally:
             self._tmp.unlink(missing_ok=True)
 
+    def _publish_no_clobber(self) -> None:
+        """Give the finished file its name unless a file took that name meanwhile: a hard link fails where the name
+        exists (no window between check and rename); check + replace only where the file system has no hard links."""
+        appeared = FileExistsError(f"{self.path} appeared while it was being written; kept it")
+        try:
+            os.link(self._tmp, self.path)
+        except FileExistsError:
+            raise appeared from None
+        except (AttributeError, NotImplementedError, OSError) as err:
+            if isinstance(err, OSError) and err.errno not in _NO_HARD_LINKS:
+                raise
+            if self.path.exists():
+                raise appeared from None
+            os.replace(self._tmp, self.path)
+        # linked: the temporary name is removed by __exit__

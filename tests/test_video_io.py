@@ -7,6 +7,7 @@ Every clip is built here with PyAV (CI has no ffmpeg binary), tiny and short.
 from __future__ import annotations
 
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
 
-from fiffdepth_core.video import probe_video, read_frames  # noqa: E402
+from fiffdepth_core.video import VideoWriter, probe_video, read_frames  # noqa: E402
 
 H264 = "libx264" if "libx264" in av.codecs_available else None
 # the damage below (an impossible NAL length) and the exact comparisons are H.264's; PyAV's wheels include libx264
@@ -253,3 +254,70 @@ def test_video_with_cover_art_reads_the_video(tmp_path):
     assert len(decoded) == 5 and {a.shape for a in decoded} == {(48, 64, 3)}
     for got, want in zip(decoded, frames):
         assert np.abs(got.astype(float) - want).mean() < 8.0
+
+
+# 4. output file mode and no-clobber publishing ------------------------------------------------------------------
+
+
+def write_small(path: Path, overwrite: bool = False, between=None) -> None:
+    with VideoWriter(path, 12, overwrite=overwrite) as out:
+        for array in pictures(3, 16, 16):
+            out.write(array)
+        if between is not None:
+            between()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_output_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_small(tmp_path / "out.mp4")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.mp4").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_file_that_appears_while_writing_is_kept(tmp_path):
+    path = tmp_path / "race.mp4"
+    with pytest.raises(FileExistsError, match=r"race\.mp4 appeared while it was being written; kept it"):
+        write_small(path, between=lambda: path.write_bytes(b"theirs"))
+    assert path.read_bytes() == b"theirs" and leftovers(tmp_path) == []
+
+
+def test_publish_has_no_window_between_check_and_rename(tmp_path, monkeypatch):
+    """The other writer's file lands after any existence check could run (simulated: exists() says no)."""
+    path = tmp_path / "race.mp4"
+
+    def land():
+        path.write_bytes(b"theirs")
+        monkeypatch.setattr(Path, "exists", lambda self, *a, **k: False)
+
+    with pytest.raises(FileExistsError, match=r"race\.mp4"):
+        write_small(path, between=land)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"theirs" and leftovers(tmp_path) == []
+
+
+def test_publish_without_hard_links_falls_back(tmp_path, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "plain.mp4"
+    write_small(path)
+    assert len(clean_decode(path)) == 3 and leftovers(tmp_path) == []
+    other = tmp_path / "other.mp4"
+    with pytest.raises(FileExistsError, match=r"other\.mp4 appeared"):
+        write_small(other, between=lambda: other.write_bytes(b"theirs"))
+    assert other.read_bytes() == b"theirs" and leftovers(tmp_path) == []
+
+
+def test_overwrite_replaces(tmp_path):
+    path = tmp_path / "again.mp4"
+    write_small(path, overwrite=True, between=lambda: path.write_bytes(b"old"))
+    assert len(clean_decode(path)) == 3 and leftovers(tmp_path) == []
