@@ -255,7 +255,10 @@ class VideoWriter:
     def _open_stream(self, height: int, width: int) -> None:
         av = _av()
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        self._stream = self._container.add_stream(codec, rate=self.fps)
+        rate = self.fps
+        if codec == "mpeg4":  # its time base (1/rate) may not have a denominator over 65535 (MPEG-4 Part 2 field)
+            rate = 1 / (1 / rate).limit_denominator(65535)
+        self._stream = self._container.add_stream(codec, rate=rate)
         self._stream.width, self._stream.height = width, height
         even = width % 2 == 0 and height % 2 == 0
         self._stream.pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"  # 4:2:0 needs even sizes

@@ -16,6 +16,7 @@ import pytest
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
 
+from fiffdepth_core import video as video_module  # noqa: E402
 from fiffdepth_core.video import VideoWriter, probe_video, read_frames  # noqa: E402
 
 H264 = "libx264" if "libx264" in av.codecs_available else None
@@ -321,3 +322,23 @@ def test_overwrite_replaces(tmp_path):
     path = tmp_path / "again.mp4"
     write_small(path, overwrite=True, between=lambda: path.write_bytes(b"old"))
     assert len(clean_decode(path)) == 3 and leftovers(tmp_path) == []
+
+
+# 5. the MPEG-4 Part 2 fallback encoder -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fps", [Fraction(1311000, 43753), Fraction(30000, 1001), Fraction(1, 3)])
+def test_mpeg4_fallback_opens_with_any_frame_rate(tmp_path, monkeypatch, fps):
+    if "mpeg4" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no mpeg4 encoder")
+    monkeypatch.setattr(video_module._av(), "codecs_available", set(av.codecs_available) - {"libx264"})
+    path = tmp_path / "fallback.mp4"
+    frames = pictures(4, 32, 48)
+    with VideoWriter(path, fps) as out:
+        for array in frames:
+            out.write(array)
+    with av.open(str(path)) as check:
+        stream = check.streams.video[0]
+        assert stream.codec_context.name == "mpeg4"
+        assert abs(float(stream.average_rate) / float(fps) - 1) < 1e-6
+    assert len(clean_decode(path)) == 4
