@@ -17,7 +17,7 @@ import pytest
 av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
 
 from fiffdepth_core import video as video_module  # noqa: E402
-from fiffdepth_core.video import VideoWriter, probe_video, read_frames  # noqa: E402
+from fiffdepth_core.video import VideoWriter, is_video, list_videos, probe_video, read_frames  # noqa: E402
 
 H264 = "libx264" if "libx264" in av.codecs_available else None
 # the damage below (an impossible NAL length) and the exact comparisons are H.264's; PyAV's wheels include libx264
@@ -342,3 +342,15 @@ def test_mpeg4_fallback_opens_with_any_frame_rate(tmp_path, monkeypatch, fps):
         assert stream.codec_context.name == "mpeg4"
         assert abs(float(stream.average_rate) / float(fps) - 1) < 1e-6
     assert len(clean_decode(path)) == 4
+
+
+# 6. container extensions ------------------------------------------------------------------------------------------
+
+
+def test_common_video_containers_are_videos(tmp_path):
+    names = ["a.ts", "b.MTS", "c.m2ts", "d.3gp", "e.3g2", "f.flv", "g.ogv", "h.VOB", "i.mxf", "j.mp4"]
+    for name in names:
+        assert is_video(name), name
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"")
+    assert [p.name for p in list_videos([tmp_path])] == sorted(names)
