@@ -71,6 +71,13 @@ class VideoInfo:
     fps: Fraction  # average frame rate of the first video stream
     frames: int | None  # as the container declares it (None when it does not say)
     rotation: int = 0  # degrees counter-clockwise that bring the stored frames upright (phone videos: often +-90)
+    seconds: float | None = None  # the stream's (or else the container's) duration, when the file says
+
+    def estimated_frames(self) -> int | None:
+        """The declared frame count, or else duration x frame rate (MKV and WebM often declare no count)."""
+        if self.frames:
+            return self.frames
+        return max(1, round(self.seconds * float(self.fps))) if self.seconds else None
 
 
 def upright(frame: np.ndarray, rotation: float) -> np.ndarray:
@@ -184,7 +191,9 @@ def probe_video(path: str | Path) -> VideoInfo:
             rotation = rotation % 360 - 360 if rotation % 360 > 180 else rotation % 360  # in (-180, 180]
             if round(rotation / 90) % 2:
                 width, height = height, width
-            return VideoInfo(width, height, Fraction(fps), frames, rotation)
+            seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
+                (container.duration / 1e6 if container.duration else None)  # container.duration: microseconds
+            return VideoInfo(width, height, Fraction(fps), frames, rotation, seconds)
     except av.error.FFmpegError as err:
         raise ValueError(f"cannot read video {path}: {err}") from err
 

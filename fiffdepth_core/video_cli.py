@@ -122,12 +122,12 @@ def _size(count: int) -> str:
 
 
 def video_sizes(videos: list[Path]) -> dict[str, tuple[int, int, int]]:
-    """name -> (frames, width, height) of each video whose container declares its frame count."""
+    """name -> (frames, width, height) of each video whose frame count is declared or follows from its duration."""
     sizes = {}
     for video in videos:
         info = probe_video(video)
-        if info.frames:
-            sizes[video.name] = (info.frames, info.width, info.height)
+        if info.estimated_frames():
+            sizes[video.name] = (info.estimated_frames(), info.width, info.height)
     return sizes
 
 

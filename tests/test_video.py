@@ -490,3 +490,19 @@ def test_names_that_differ_only_in_case_collide(clip, tmp_path):
     with pytest.raises(SystemExit, match="two inputs share the name 'walk'"):
         main(["predict", str(other), str(clip), "--checkpoint", str(tmp_path / "never-loaded"),
               "--output-dir", str(tmp_path / "out")])
+
+
+def test_the_disk_check_counts_frames_from_the_duration_when_none_are_declared(tmp_path, monkeypatch):
+    import shutil
+
+    import fiffdepth_core.video_cli as video_cli
+
+    clip = tmp_path / "walk.mkv"  # Matroska declares no frame count
+    write_clip(clip, moving_frames(12, 40, 56), Fraction(12))
+    info = probe_video(clip)
+    assert info.frames is None and info.estimated_frames() == 12
+    need = 12 * 56 * 40 * 4
+    monkeypatch.setattr(video_cli.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(need, 0, need - 1))
+    with pytest.raises(SystemExit, match=r"walk.mkv needs 0.11 MB of free disk there for its depth cache \(12 frames"):
+        main(["predict", str(clip), "--checkpoint", str(tmp_path / "never-loaded"), "--output-dir",
+              str(tmp_path / "out")])
