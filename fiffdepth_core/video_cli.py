@@ -174,7 +174,8 @@ def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args
             if color_out is not None:
                 color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy())
 
-        count = depth_passes(_frames(video), predict, write, args, progress, info.frames, video.name, "frame")
+        count = depth_passes(_frames(video), predict, write, args, progress, info.estimated_frames(), video.name,
+                             "frame")
     Manifest(args.output_dir).record(targets["controlnet"], *([targets["color"]] if "color" in targets else []))
     if replace:
         remove_stale_frames(targets["frames"], video.stem, count, depth_formats)
