@@ -2,7 +2,8 @@
 
 A headless server's ``/object_info`` confirms the pack schemas (as ``pack_schemas.py`` records them) and every core
 node's slots and widgets; workflows 2-5 pass the server's ``/prompt`` validation with placeholder model files;
-workflow 1 runs end to end on a tiny checkpoint and its 16-bit PNGs decode to the standalone predictor's depth. With
+workflows 1 and 4 (video, temporal = stabilize) run end to end on a tiny checkpoint and their 16-bit PNGs decode to
+the standalone predictor's depth. With
 Chromium installed too, ComfyUI's own frontend loads every workflow and saves it back unchanged, and its
 ``graphToPrompt`` gives the same prompt as ``workflow_api.ui_to_api``.
 """
@@ -74,11 +75,13 @@ def write_inputs(input_dir: Path) -> np.ndarray:
     input_dir.mkdir(parents=True, exist_ok=True)
     pixels = (seeded_images(1, 96, 128, seed=4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(pixels).save(input_dir / "example.png")
+    # A textured pan: flat frames would make the random model's GroupNorms divide by ~0 and amplify rounding.
+    pan = (seeded_images(1, 48, 64 + 3, seed=5)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     with av.open(str(input_dir / "example.mp4"), mode="w") as container:
         stream = container.add_stream("libx264", rate=8)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for i in range(4):
-            frame = np.full((48, 64, 3), 40 * i, dtype=np.uint8)
+            frame = np.ascontiguousarray(pan[:, i:i + 64])
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -199,6 +202,50 @@ def test_image_workflow_runs_end_to_end(server):
         assert np.abs(depth - expected).max() <= 1 / 65535 + 1e-4, (estimate["depth_pass"],
                                                                     np.abs(depth - expected).max())
         assert expected.std() > 0.01
+
+
+def test_video_workflow_runs_end_to_end(server):
+    """Workflow 4 on the real host: Load Video -> FiffDepth Estimate (temporal = stabilize) -> 16-bit depth frames
+    equal to the standalone depth of the decoded frames, stabilized by the core; and a ControlNet video."""
+    import torch
+    from PIL import Image
+
+    from fiffdepth_core.checkpoint import load_standalone
+    from fiffdepth_core.predictor import PredictConfig, predict_depth
+    from fiffdepth_core.temporal import align_sequence
+    from fiffdepth_core.video import probe_video, read_frames
+
+    url, base = server["url"], server["base"]
+    _drain(url)
+    prompt = ui_to_api(load(NAMES[3]), server["info"])
+    (estimate,) = [node["inputs"] for node in prompt.values() if node["class_type"] == "FiffDepthEstimate"]
+    assert estimate["temporal"] == "stabilize" and estimate["normalization"] == "whole_batch"
+    # At the model's own size: at 768 px the random tiny model turns the host's 1e-5 rounding differences into
+    # 1e-4, and the robust fit's inlier choices can turn those into 1e-3 (the image test above covers 768 px).
+    estimate["processing_resolution"] = 64
+    status, body = post_prompt(url, prompt)
+    assert status == 200 and body["node_errors"] == {}, body
+    outputs = wait_for(url, body["prompt_id"], timeout=300)["outputs"]
+    # As GetVideoComponents makes the batch ([T,H,W,3] float32) and FiffDepthEstimate hands it on (movedim): the
+    # layout changes the resize's rounding, which the random tiny model amplifies (see the image test above).
+    frames = torch.from_numpy(np.stack(list(read_frames(base / "input" / "example.mp4")))).float() / 255.0
+    frames = frames.movedim(-1, 1)  # [T,3,H,W], channels-last strides
+    backbone = load_standalone(server["checkpoint"], dtype=torch.float32)
+    config = PredictConfig(processing_resolution=estimate["processing_resolution"], batch_size=estimate["batch_size"],
+                           depth_pass=estimate["depth_pass"])
+    with torch.inference_mode():
+        expected = align_sequence(predict_depth(backbone, frames, config), stabilize=True)[0].numpy()  # [T,H,W]
+    (save,) = [key for key, node in prompt.items() if node["class_type"] == "FiffDepthSave"]
+    saved = outputs[save]["images"]
+    assert len(saved) == len(frames) == 4
+    for k, entry in enumerate(saved):
+        with Image.open(base / "output" / entry["subfolder"] / entry["filename"]) as png:
+            depth = np.asarray(png, dtype=np.float64) / 65535.0
+        assert np.abs(depth - expected[k]).max() <= 1 / 65535 + 1e-4, (k, np.abs(depth - expected[k]).max())
+    (video_key,) = [key for key, node in prompt.items() if node["class_type"] == "SaveVideo"]
+    (video,) = outputs[video_key]["images"]  # ComfyUI lists the saved video under "images"
+    info = probe_video(base / "output" / video["subfolder"] / video["filename"])
+    assert (info.width, info.height, info.frames) == (64, 48, 4)
 
 
 def test_generation_workflows_pass_prompt_validation(server):
