@@ -145,21 +145,33 @@ def write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> 
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if `path` appeared meanwhile: never clobber
-            except FileExistsError:
-                raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
-            except OSError:  # filesystems without hard links
-                if path.exists():
-                    raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
+        publish(tmp, path, overwrite)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def publish(tmp: Path, path: Path, overwrite: bool, taken: str | None = None) -> None:
+    """Give the finished temporary file ``tmp`` its name ``path``, with the permissions a plain ``open()`` gives
+    (0666 less the umask, not the temporary file's private mode).
+
+    With ``overwrite`` it replaces what is there. Without, it never clobbers: a hard link fails where the name
+    exists, so no file that appeared meanwhile is replaced; check + replace only on file systems without hard
+    links. ``taken`` is the message of the FileExistsError then. The caller removes ``tmp`` afterwards.
+    """
+    os.chmod(tmp, 0o666 & ~current_umask())
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    taken = taken or f"{path} already exists; pass overwrite=True to replace it"
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(taken) from None
+    except OSError:  # file systems without hard links
+        if path.exists():
+            raise FileExistsError(taken) from None
+        os.replace(tmp, path)
 
 
 def _as_2d(depth) -> np.ndarray:

@@ -8,7 +8,6 @@ a clear ImportError names it when a video is met without it.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import tempfile
@@ -19,29 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import publish
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv",
                     ".ts", ".mts", ".m2ts", ".3gp", ".3g2", ".flv", ".ogv", ".vob", ".mxf")
-# errors of os.link that mean "this file system (or platform) has no hard links": publish by check + replace instead
-_NO_HARD_LINKS = {errno.EPERM, errno.EACCES, errno.EXDEV, errno.EMLINK, errno.ENOSYS,
-                  getattr(errno, "ENOTSUP", errno.EPERM), getattr(errno, "EOPNOTSUPP", errno.EPERM)}
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux tells it (/proc), else set and restored at once."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o077)  # the most private value for the instant it is set
-    os.umask(mask)
-    return mask
-
-
 def _av():
     try:
         import av
@@ -305,26 +287,7 @@ class VideoWriter:
             if kind is None:
                 if self.frames == 0:
                     raise ValueError(f"no frames were written to {self.path}")
-                os.chmod(self._tmp, 0o666 & ~_umask())  # as any other output (mkstemp made it 0600)
-                if self.overwrite:
-                    os.replace(self._tmp, self.path)
-                else:
-                    self._publish_no_clobber()
+                publish(self._tmp, self.path, self.overwrite,
+                        taken=f"{self.path} appeared while it was being written; kept it")
         finally:
             self._tmp.unlink(missing_ok=True)
-
-    def _publish_no_clobber(self) -> None:
-        """Give the finished file its name unless a file took that name meanwhile: a hard link fails where the name
-        exists (no window between check and rename); check + replace only where the file system has no hard links."""
-        appeared = FileExistsError(f"{self.path} appeared while it was being written; kept it")
-        try:
-            os.link(self._tmp, self.path)
-        except FileExistsError:
-            raise appeared from None
-        except (AttributeError, NotImplementedError, OSError) as err:
-            if isinstance(err, OSError) and err.errno not in _NO_HARD_LINKS:
-                raise
-            if self.path.exists():
-                raise appeared from None
-            os.replace(self._tmp, self.path)
-        # linked: the temporary name is removed by __exit__
