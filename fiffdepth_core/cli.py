@@ -136,15 +136,15 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
 
 
 def _check_inputs(args) -> tuple[list[Path], list[Path], dict, list]:
-    """Every input listed and every image's header read before the model loads: (images, videos, headers,
-    failures skipped under --on-error skip)."""
+    """Every input listed and every input's header read before the model loads: (images, videos, headers (an
+    ImageHeader per image, a VideoInfo per video), failures skipped under --on-error skip)."""
     videos = [v for v in list_videos(args.inputs) if v.name not in written_here(v.parent)]  # not our own outputs
     found = list_inputs(args.inputs) + sorted(videos, key=natural_key)
     if not found:
         raise SystemExit("error: no images or videos found in " + ", ".join(args.inputs))
     videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
     headers, failures = prescan(images, args.max_pixels)
-    failures += _check_videos(videos, args.max_pixels)
+    failures += _check_videos(videos, args.max_pixels, headers)
     if failures and args.on_error == "stop":
         for _, reason in failures:
             log.error("%s", reason)
@@ -156,8 +156,9 @@ def _check_inputs(args) -> tuple[list[Path], list[Path], dict, list]:
     return [p for p in images if p in headers], [p for p in videos if p not in bad], headers, failures
 
 
-def _check_videos(videos: list[Path], max_pixels: int | None) -> list[tuple[Path, str]]:
-    """Each video's frame size from its container header, against the same pixel limit as images."""
+def _check_videos(videos: list[Path], max_pixels: int | None, infos: dict) -> list[tuple[Path, str]]:
+    """Each video's frame size from its container header, against the same pixel limit as images; each readable
+    video's VideoInfo goes into ``infos``."""
     failures, limit = [], pixel_limit(max_pixels)
     for video in videos:
         try:
@@ -167,6 +168,7 @@ def _check_videos(videos: list[Path], max_pixels: int | None) -> list[tuple[Path
         except (ValueError, OSError) as err:
             failures.append((video, str(err)))
             continue
+        infos[video] = info
         if limit and info.width * info.height > limit:
             failures.append((video, f"video {video} has {info.width}x{info.height} frames = "
                                     f"{info.width * info.height / 1e6:.1f} megapixels, above the limit of "
@@ -218,10 +220,12 @@ def _run_predict(args, group: ProcessGroup) -> int:
         log.info("skipping %d image(s) whose outputs already exist (--skip-existing)", len(done))
         images = [p for p in images if p in targets]
     videos, finished, resume = check_video_targets(videos, args.output_dir, args.format, args.overwrite,
-                                                   {p.stem.casefold() for p in images}, [*images, *videos], args.skip_existing)
+                                                   {p.stem.casefold() for p in images}, [*images, *videos],
+                                                   args.skip_existing)
     if finished:
         log.info("skipping %d video(s) whose outputs already exist (--skip-existing)", len(finished))
-    clips = video_sizes(videos)  # each clip's depth waits in a float32 cache file on the output folder's disk
+    # each clip's depth waits in a float32 cache file on the output folder's disk
+    clips = video_sizes({v: headers[v] for v in videos if v in headers})
     if sequence:
         first = headers[images[0]]
         for path in images[1:]:
@@ -311,7 +315,7 @@ def _run_predict(args, group: ProcessGroup) -> int:
                  args.output_dir, seconds, total / max(seconds, 1e-9))
     for video in videos:
         try:
-            run_video(video, predict, video_args, progress, replace_ours=video in resume)
+            run_video(video, predict, video_args, progress, replace_ours=video in resume, info=headers.get(video))
         except (ValueError, OSError) as err:  # an unreadable video, found while decoding
             if args.on_error == "stop" or isinstance(err, (OutputError, FileExistsError)):
                 raise

@@ -27,7 +27,7 @@ from .image import to_rgb
 from .outputs import MANIFEST, Manifest, OutputError, written_here
 from .postprocess import colorize
 from .sequence import DepthCache, first_pass, second_pass, stream_pass
-from .video import VideoWriter, probe_video, read_frames
+from .video import VideoInfo, VideoWriter, probe_video, read_frames
 
 log = logging.getLogger("fiffdepth")
 DEPTH_FORMATS = tuple(WRITERS)  # per-frame files; controlnet and color become videos
@@ -121,14 +121,10 @@ def _size(count: int) -> str:
     return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.2f} MB"
 
 
-def video_sizes(videos: list[Path]) -> dict[str, tuple[int, int, int]]:
+def video_sizes(infos: dict[Path, VideoInfo]) -> dict[str, tuple[int, int, int]]:
     """name -> (frames, width, height) of each video whose frame count is declared or follows from its duration."""
-    sizes = {}
-    for video in videos:
-        info = probe_video(video)
-        if info.estimated_frames():
-            sizes[video.name] = (info.estimated_frames(), info.width, info.height)
-    return sizes
+    return {video.name: (info.estimated_frames(), info.width, info.height) for video, info in infos.items()
+            if info.estimated_frames()}
 
 
 def remove_stale_frames(folder: Path, stem: str, count: int, formats) -> int:
@@ -151,13 +147,14 @@ def _frames(video: Path):
 
 
 def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args, progress,
-              replace_ours: bool = False) -> int:
+              replace_ours: bool = False, info: VideoInfo | None = None) -> int:
     """Depth for every frame of ``video``; returns the frame count. ``progress(total, unit, desc)`` makes a bar.
     ``replace_ours``: frame files an earlier, unfinished run wrote may be replaced (``--skip-existing``).
 
     Every file written is recorded in its folder's output log (:class:`~fiffdepth_core.outputs.Manifest`), so a
-    later run over these folders does not take the depth frames or videos as inputs."""
-    info = probe_video(video)
+    later run over these folders does not take the depth frames or videos as inputs. ``info``: the video's
+    :func:`~fiffdepth_core.video.probe_video`, when the caller has it already."""
+    info = info or probe_video(video)
     targets = video_targets(video, args.output_dir, args.format)
     depth_formats = [fmt for fmt in args.format if fmt in DEPTH_FORMATS]
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
