@@ -73,6 +73,11 @@ class DepthCache:
         self._file.close()
 
 
+def sample_stride(height: int, width: int) -> int:
+    """The stride of the fixed grid of at most about :data:`HISTOGRAM_SAMPLES` pixels that quantiles are taken on."""
+    return max(1, int(np.ceil(np.sqrt(height * width / HISTOGRAM_SAMPLES))))
+
+
 def sequence_quantiles(cache: DepthCache, scale: float = 1.0, shift: float = 0.0,
                        qs: tuple[float, float] = (0.02, 0.98)) -> torch.Tensor:
     """The ``qs`` quantiles of ``scale * depth + shift`` over every cached frame, from a histogram of
@@ -81,8 +86,7 @@ def sequence_quantiles(cache: DepthCache, scale: float = 1.0, shift: float = 0.0
     low, high = min(low, high), max(low, high)
     if not high > low:
         return torch.tensor([low, high], dtype=torch.float32)
-    height, width = cache.shape
-    stride = max(1, int(np.ceil(np.sqrt(height * width / HISTOGRAM_SAMPLES))))
+    stride = sample_stride(*cache.shape)
     counts = np.zeros(HISTOGRAM_BINS, dtype=np.int64)
     for frame in cache:
         values = frame[::stride, ::stride] * np.float32(scale) + np.float32(shift)
@@ -155,8 +159,7 @@ def second_pass(cache: DepthCache, write: Callable[[int, torch.Tensor, torch.Ten
 def frame_bounds(depth: torch.Tensor, qs: tuple[float, float] = (0.02, 0.98)) -> np.ndarray:
     """``[min, max, q_low, q_high]`` of one frame ``[H,W]`` (quantiles over a fixed strided grid of at most
     :data:`HISTOGRAM_SAMPLES` pixels, as the whole-clip histogram uses)."""
-    height, width = depth.shape
-    stride = max(1, int(np.ceil(np.sqrt(height * width / HISTOGRAM_SAMPLES))))
+    stride = sample_stride(*depth.shape)
     low, high = quantiles(depth[::stride, ::stride].float().cpu(), qs).tolist()
     return np.array([float(depth.min()), float(depth.max()), low, high])
 
