@@ -71,8 +71,8 @@ def decode_seconds(folder: Path) -> float:
     """One thread decoding every image of the folder the way the CLI does (file -> RGB float tensor)."""
     import torch
 
-    from fiffdepth_core.files import list_images, load_image
-    from fiffdepth_core.image import to_rgb
+    from fiffdepth_core.fileio import list_images, load_image
+    from fiffdepth_core.method import to_rgb
 
     torch.set_num_threads(1)
     paths = list_images([folder])
@@ -109,7 +109,7 @@ def run_cli(folder: Path, checkpoint: Path, out: Path, processes: int, workers: 
         raise RuntimeError(f"no throughput line in the CLI's log:\n{result.stderr[-2000:]}")
     images, seconds, rate = int(match.group(1)), float(match.group(2)), float(match.group(3))
     if workers == "auto":
-        from fiffdepth_core.prefetch import default_workers
+        from fiffdepth_core.app import default_workers
 
         workers = f"auto ({default_workers(processes)})"
     return {"processes": processes, "workers": workers, "images": images, "loop_seconds": seconds,

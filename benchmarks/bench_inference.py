@@ -30,8 +30,7 @@ import torch  # noqa: E402
 
 from benchmarks import measure, models, modes, report  # noqa: E402
 from benchmarks.paths import DTYPE_NAMES, dtype_name, naive_depth, naive_path, predictor_path  # noqa: E402
-from fiffdepth_core.devices import DTYPES, resolve_device, resolve_dtypes  # noqa: E402
-from fiffdepth_core.tiling import DEFAULT_TILE_SIZE, TileConfig  # noqa: E402
+from fiffdepth_core.method import DEFAULT_TILE_SIZE, DTYPES, TileConfig, resolve_device, resolve_dtypes  # noqa: E402  # noqa: E402
 from fiffdepth_testkit.images import seeded_images  # noqa: E402
 
 log = logging.getLogger("benchmarks")

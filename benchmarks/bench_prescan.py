@@ -4,8 +4,8 @@
     python -m benchmarks.bench_prescan --count 200 --size 64 --repeats 1
 
 Makes a folder of small seeded images (half PNG, half JPEG), then times, per image:
-the pre-scan (``fiffdepth_core.inputs.prescan``: open, header, size and pixel-limit check), the full decode the
-run does anyway (``fiffdepth_core.files.load_image``), and the listing (``fiffdepth_core.outputs.list_inputs``).
+the pre-scan (``fiffdepth_core.fileio.headers.prescan``: open, header, size and pixel-limit check), the full decode the
+run does anyway (``fiffdepth_core.fileio.images.load_image``), and the listing (``fiffdepth_core.app.outputs.list_inputs``).
 Prints the median of ``--repeats`` runs of each and the pre-scan as a share of the decode. The first repeat
 warms the OS file cache; the figures are for files already in the cache, as in a run that reads them again.
 """
@@ -51,9 +51,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up (default 3)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from fiffdepth_core.files import load_image
-    from fiffdepth_core.inputs import prescan
-    from fiffdepth_core.outputs import list_inputs
+    from fiffdepth_core.app import list_inputs
+    from fiffdepth_core.fileio import load_image, prescan
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_folder(Path(tmp) / "images", args.count, args.size)

@@ -13,9 +13,9 @@ and turning a little every frame), with exact planar depth. Two kinds of per-fra
   random exposure change (gain and gamma within ``--exposure-jitter``, as auto-exposure and grading shift real
   footage from frame to frame), plus the same frames without it (``model, steady exposure``).
 
-Each is scored raw (``off``), after :func:`fiffdepth_core.temporal.align_sequence` (``align``) and after alignment
+Each is scored raw (``off``), after :func:`fiffdepth_core.method.temporal.align_sequence` (``align``) and after alignment
 with the temporal filter (``stabilize``), with
-:mod:`fiffdepth_core.video_metrics`: ONE least-squares alignment per clip, then the temporal change at static points
+:mod:`fiffdepth_core.method.video_metrics`: ONE least-squares alignment per clip, then the temporal change at static points
 (mean |change| between consecutive frames where the true depth changes by <= 1 %, relative to depth) and AbsRel.
 ``gt`` is the ground truth's own change at those points: the floor. Writes ``flicker.json`` and ``flicker.md`` to
 ``--out`` and prints the table. Not a test: nothing here asserts a figure.
@@ -38,8 +38,7 @@ if __package__ in (None, ""):  # run as a script: reach the repository root
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence  # noqa: E402
-from fiffdepth_core.video_metrics import clip_scores, temporal_change  # noqa: E402
+from fiffdepth_core.method import TEMPORAL_MODES, align_sequence, clip_scores, temporal_change  # noqa: E402  # noqa: E402
 from train.datasets.procedural_scene import render_path  # noqa: E402
 
 log = logging.getLogger("benchmarks.flicker")
@@ -79,7 +78,7 @@ def exposure_jitter(rgb: np.ndarray, rng: np.random.Generator, amount: float) ->
 
 
 def model_predictions(backbone, rgb: np.ndarray, resolution: int) -> np.ndarray:
-    from fiffdepth_core.predictor import PredictConfig, predict_depth
+    from fiffdepth_core.method import PredictConfig, predict_depth
 
     images = torch.from_numpy(rgb)  # [T,3,H,W]
     with torch.inference_mode():
@@ -127,7 +126,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     backbone = None
     if args.checkpoint:
-        from fiffdepth_core.checkpoint import load_standalone
+        from fiffdepth_core.weights import load_standalone
 
         backbone = load_standalone(args.checkpoint, device="cpu", dtype=torch.float32)
     rng = np.random.default_rng(args.seed)

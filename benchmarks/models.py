@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
-from fiffdepth_core.backbone import StandaloneBackbone
+from fiffdepth_core.method import StandaloneBackbone
 from fiffdepth_testkit.comfyui import load_pack_into_comfyui, pack_module
+from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,7 @@ import logging
 
 import torch
 
-from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.devices import free_memory
-from fiffdepth_core.planning import MEMORY_HEADROOM, vae_bytes
-from fiffdepth_core.tiling import TileConfig
+from fiffdepth_core.method import MEMORY_HEADROOM, PredictConfig, TileConfig, free_memory, predict_depth, vae_bytes
 
 from .measure import STAGES, MemoryProbe, NullClock, median, timed_run
 from .paths import dtype_name, guard, predictor_path, tolerance

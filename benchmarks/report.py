@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from fiffdepth_core.files import json_safe
+from fiffdepth_core.fileio import json_safe
 
 from .measure import STAGES
 

@@ -36,7 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def write_clip(path: Path, seconds: float, fps: int, width: int, height: int) -> int:
     """A panning clip, encoded frame by frame; returns the frame count."""
-    from fiffdepth_core.video import VideoWriter
+    from fiffdepth_core.app import VideoWriter
     from train.datasets.procedural_scene import render
 
     pano_width = width * 2

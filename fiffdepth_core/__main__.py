@@ -1,7 +1,7 @@
-"""``python -m fiffdepth_core predict ...``: see :mod:`fiffdepth_core.cli`."""
+"""``python -m fiffdepth_core predict ...``: see :mod:`fiffdepth_core.app.cli`."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """Seeded random-weight models of FiffDepth's shape, and complete checkpoints written from them.
 
 ``tiny`` is a miniature with SD2's structure (cross-attention blocks, a 4-level VAE that downsamples by 8, a causal
-CLIP text encoder) that runs in milliseconds on a CPU; ``sd2`` is the full geometry (``fiffdepth_core.sd2_configs``),
+CLIP text encoder) that runs in milliseconds on a CPU; ``sd2`` is the full geometry (``fiffdepth_core.weights.sd2_configs``),
 for honest timings. Everything is built from config: nothing is downloaded. Training's ``model.random_geometry``
 (the debug config) uses :func:`write_random_pipeline` as its stand-in for Stable Diffusion 2.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fiffdepth_core.sd2_configs import SD2_TEXT_CONFIG, SD2_UNET_CONFIG, SD2_VAE_CONFIG
+from fiffdepth_core.weights import SD2_TEXT_CONFIG, SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
 # Tiny geometry: SD2's configs with two UNet levels (the top one with cross-attention), a 4-level VAE of 32 channels
 # (8x downsampling like SD; GroupNorm(32) needs multiples of 32) and a 2-layer causal text encoder.
@@ -120,7 +120,7 @@ def write_random_pipeline(folder: str | Path, geometry: str = "tiny", seed: int 
     if with_text_encoder:
         random_text_encoder(text_cfg, seed + 2).save_pretrained(folder / "text_encoder")
         write_minimal_clip_tokenizer(folder / "tokenizer", text_cfg["vocab_size"])
-    from fiffdepth_core.export import pipeline_index
+    from fiffdepth_core.weights import pipeline_index
 
     (folder / "model_index.json").write_text(json.dumps(pipeline_index(with_text_encoder), indent=2))
     return folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fiffdepth_core.checkpoint import find_checkpoints
+from fiffdepth_core.weights import find_checkpoints
 
 FIRST_FOUND = "(first found)"
 FLAG = "--fiffdepth-checkpoint"

@@ -16,12 +16,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint
-from fiffdepth_core.devices import PRECISIONS
-from fiffdepth_core.families import FAMILY_CHOICES
-from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.planning import plan_config
-from fiffdepth_core.tiling import DEFAULT_TILE_SIZE
+from fiffdepth_core.method import (
+    DEFAULT_TILE_SIZE,
+    FAMILY_CHOICES,
+    PRECISIONS,
+    PredictConfig,
+    plan_config,
+    predict_depth,
+)
+from fiffdepth_core.weights import fingerprint, inspect_checkpoint
 
 from .checkpoints import resolve
 from .images import check_resolution, hint_image, image_tensor

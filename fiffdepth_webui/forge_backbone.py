@@ -1,7 +1,7 @@
 """The three backbone verbs on Forge's own backend: its UNet class, UnetPatcher, VAE patcher and memory manager.
 
 * UNet: ``IntegratedUNet2DConditionModel`` built from the checkpoint's diffusers config (translated to LDM terms by
-  :func:`fiffdepth_core.ldm_config.ldm_unet_config`) inside ``using_forge_operations``, with Forge's storage and
+  :func:`fiffdepth_core.weights.ldm_config.ldm_unet_config`) inside ``using_forge_operations``, with Forge's storage and
   computation dtypes (so ``--always-cpu``, ``--unet-in-bf16`` and friends apply), wrapped in a ``UnetPatcher``
   whose predictor passes input, timestep and output through raw: t = 0 and t = -1 reach the UNet unchanged.
   ``denoise`` loads it through ``memory_management.load_models_gpu`` with Forge's memory estimate and calls
@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 
 import torch
-
 from backend import memory_management as mm
 from backend.nn.unet import IntegratedUNet2DConditionModel
 from backend.nn.vae import IntegratedAutoencoderKL
@@ -26,11 +25,14 @@ from backend.patcher.vae import VAE
 from huggingface_guess.diffusers_convert import convert_vae_state_dict
 from huggingface_guess.utils import unet_to_diffusers
 
-from fiffdepth_core.backbone import timestep_batch
-from fiffdepth_core.checkpoint import CheckpointError, empty_embedding, inspect_checkpoint, load_state_dict
-from fiffdepth_core.families import FIFFDEPTH, Family
-from fiffdepth_core.ldm_config import ldm_unet_config
-from fiffdepth_core.devices import DTYPES
+from fiffdepth_core.method import DTYPES, FIFFDEPTH, Family, timestep_batch
+from fiffdepth_core.weights import (
+    CheckpointError,
+    empty_embedding,
+    inspect_checkpoint,
+    ldm_unet_config,
+    load_state_dict,
+)
 
 SUPPORTED = [torch.float16, torch.bfloat16, torch.float32]
 
@@ -98,7 +100,7 @@ def build_vae(vae_config: dict, diffusers_sd: dict, precision: str, where: str) 
 
 
 class ForgeBackbone:
-    """:class:`fiffdepth_core.backbone.Backbone` on Forge's backend objects."""
+    """:class:`fiffdepth_core.method.backbone.Backbone` on Forge's backend objects."""
 
     def __init__(self, patcher: UnetPatcher, vae: VAE, context: torch.Tensor, latent_scale: float,
                  family: Family = FIFFDEPTH):

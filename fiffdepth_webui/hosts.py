@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from fiffdepth_core.checkpoint import load_standalone
-from fiffdepth_core.devices import free_memory, resolve_dtypes
+from fiffdepth_core.method import free_memory, resolve_dtypes
+from fiffdepth_core.weights import load_standalone
 
 from .checkpoints import model_roots
 

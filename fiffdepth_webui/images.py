@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fiffdepth_core.postprocess import controlnet_depth
-from fiffdepth_core.predictor import DEFAULT_PROCESSING_RESOLUTION
+from fiffdepth_core.method import DEFAULT_PROCESSING_RESOLUTION, controlnet_depth
 
 MIN_SIDE = 64  # px: below this the model sees almost nothing of the scene
 RESOLUTION_MIN, RESOLUTION_MAX = 64, 4096  # sd-webui-controlnet's preprocessor slider range
@@ -62,7 +61,7 @@ def check_resolution(value) -> int:
 
 def hint_image(depth: torch.Tensor) -> np.ndarray:
     """Raw depth ``[1,H,W]`` (0 = near) -> the ControlNet hint: ``H x W x 3`` uint8, near = white, normalised as
-    :func:`fiffdepth_core.postprocess.controlnet_depth` does."""
+    :func:`fiffdepth_core.method.postprocess.controlnet_depth` does."""
     control = controlnet_depth(depth.float().cpu())[0]  # [H,W] in [0,1]
     grey = (control * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()  # [H,W]
     return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))  # [H,W,3]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 import logging
 
-from fiffdepth_core.checkpoint import CheckpointError
-from fiffdepth_core.families import FAMILY_CHOICES
+from fiffdepth_core.method import FAMILY_CHOICES
+from fiffdepth_core.weights import CheckpointError
 
 from .checkpoints import FIRST_FOUND, NoCheckpointError, installed
 from .estimator import PRECISIONS, PREPROCESSORS, Estimator

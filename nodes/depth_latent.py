@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import comfy.model_management as mm
 from comfy_api.latest import io
 
-import comfy.model_management as mm
-
-from ..fiffdepth_core.predictor import PASSES, predict_depth_latent
+from ..fiffdepth_core.method import PASSES, predict_depth_latent
 from . import compat
 from .estimate import empty_prompt_context
 from .host_backbone import HostBackbone

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import comfy.model_management as mm
+import comfy.utils
 import torch
 from comfy_api.latest import io
 
-import comfy.model_management as mm
-import comfy.utils
-
-from ..fiffdepth_core.postprocess import NORMALIZATIONS, controlnet_depth
-from ..fiffdepth_core.predictor import (DEFAULT_PROCESSING_RESOLUTION, MAX_PROCESSING_RESOLUTION, PASSES,
-                                        PredictConfig, predict_depth)
-from ..fiffdepth_core.tiling import DEFAULT_TILE_SIZE
-from ..fiffdepth_core.planning import plan_config
-from ..fiffdepth_core.temporal import TEMPORAL_MODES, align_sequence
+from ..fiffdepth_core.method import (
+    DEFAULT_PROCESSING_RESOLUTION,
+    DEFAULT_TILE_SIZE,
+    MAX_PROCESSING_RESOLUTION,
+    NORMALIZATIONS,
+    PASSES,
+    TEMPORAL_MODES,
+    PredictConfig,
+    align_sequence,
+    controlnet_depth,
+    plan_config,
+    predict_depth,
+)
 from . import compat
 from .host_backbone import HostBackbone, conditioning_tensor
 

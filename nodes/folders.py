@@ -6,7 +6,7 @@ import os
 
 import folder_paths
 
-from ..fiffdepth_core.checkpoint import find_checkpoints
+from ..fiffdepth_core.weights import find_checkpoints
 
 FOLDERS = ("fiffdepth", "geometry_estimation")
 

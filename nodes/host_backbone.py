@@ -14,15 +14,13 @@
 
 from __future__ import annotations
 
-import torch
-
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
 import comfy.model_sampling
+import torch
 
-from ..fiffdepth_core.backbone import timestep_batch
-from ..fiffdepth_core.families import FIFFDEPTH, LOTUS_D, Family
+from ..fiffdepth_core.method import FIFFDEPTH, LOTUS_D, Family, timestep_batch
 from . import compat
 
 
@@ -70,7 +68,7 @@ def family_of(model) -> Family:
 
 
 class HostBackbone:
-    """:class:`fiffdepth_core.backbone.Backbone` on a ComfyUI MODEL (ModelPatcher) and VAE."""
+    """:class:`fiffdepth_core.method.backbone.Backbone` on a ComfyUI MODEL (ModelPatcher) and VAE."""
 
     def __init__(self, model, vae, context: torch.Tensor, family: Family | None = None):
         self.patcher = model.clone()

@@ -7,8 +7,6 @@ instead, so every SD2-family geometry loads, with the same classes and weight ha
 
 from __future__ import annotations
 
-import torch
-
 import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
@@ -16,8 +14,9 @@ import comfy.model_patcher
 import comfy.sd
 import comfy.supported_models
 import comfy.utils
+import torch
 
-from ..fiffdepth_core.ldm_config import ldm_unet_config
+from ..fiffdepth_core.weights import ldm_unet_config
 from . import compat
 
 # Keys ComfyUI's UNetModel takes beyond the LDM ones the shared translation produces.

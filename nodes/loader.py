@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-import comfy.model_management as mm
-
-from ..fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
-from ..fiffdepth_core.families import FAMILY_CHOICES
-from ..fiffdepth_core.devices import DTYPES, PRECISIONS
+from ..fiffdepth_core.method import DTYPES, FAMILY_CHOICES, PRECISIONS
+from ..fiffdepth_core.weights import empty_embedding, inspect_checkpoint, load_state_dict
 from . import compat
 from .folders import checkpoint_names, checkpoint_path
 from .host_backbone import FAMILY_ATTR

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 
+import comfy.model_management as mm
 import folder_paths
 from comfy_api.latest import io, ui
 
-import comfy.model_management as mm
-
-from ..fiffdepth_core.files import WRITERS
-from ..fiffdepth_core.postprocess import colorize
+from ..fiffdepth_core.fileio import WRITERS
+from ..fiffdepth_core.method import colorize
 from . import compat
 
 EXTENSIONS = {"png16": "png", "npy": "npy", "exr": "exr"}

@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
+from fiffdepth_core.weights.checkpoint import load_standalone
 from fiffdepth_testkit.models import write_random_pipeline
-from fiffdepth_core.checkpoint import load_standalone
 
 torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 logging.getLogger("diffusers").setLevel(logging.ERROR)

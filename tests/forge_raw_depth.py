@@ -12,8 +12,8 @@ checkpoint, sys.argv = sys.argv[1], [sys.argv[0], *sys.argv[2:]]  # Forge's back
 
 import torch  # noqa: E402
 
-from fiffdepth_core.checkpoint import load_standalone  # noqa: E402
-from fiffdepth_core.predictor import PredictConfig, predict_depth  # noqa: E402
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth  # noqa: E402
+from fiffdepth_core.weights.checkpoint import load_standalone  # noqa: E402
 from fiffdepth_webui.forge_backbone import ForgeBackbone  # noqa: E402
 
 torch.manual_seed(0)

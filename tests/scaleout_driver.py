@@ -34,7 +34,7 @@ def _patch(module_name: str, name: str, crash_rank: int | None, calls: int | Non
         return result
 
     setattr(module, name, wrapper)
-    for table in vars(module).values():  # registries such as fiffdepth_core.files.WRITERS hold the function too
+    for table in vars(module).values():  # registries such as fiffdepth_core.fileio.writers.WRITERS hold the function too
         if isinstance(table, dict):
             for key, value in list(table.items()):
                 if value is original:

@@ -20,7 +20,7 @@ from benchmarks.measure import STAGES, count_flops
 from benchmarks.modes import run_config
 from benchmarks.paths import TimedPath, naive_path, tolerance
 from benchmarks.report import markdown
-from fiffdepth_core.sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
+from fiffdepth_core.weights.sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,13 @@ import shutil
 
 import pytest
 import torch
-from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.checkpoint import CheckpointError, find_checkpoints, inspect_checkpoint, load_standalone
-from fiffdepth_core.export import export_bundle, export_single_files
-from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.text_embed import EMBED_FILE, compute_empty_embedding, read_embedding
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import find_checkpoints, inspect_checkpoint, load_standalone
+from fiffdepth_core.weights.export import export_bundle, export_single_files
+from fiffdepth_core.weights.layout import CheckpointError
+from fiffdepth_core.weights.text_embed import EMBED_FILE, compute_empty_embedding, read_embedding
+from fiffdepth_testkit.images import seeded_images
 
 
 def depth_of(backbone, images):
@@ -42,7 +43,7 @@ def test_embedding_is_the_unpadded_text_encoder_output_and_is_cached(fresh_check
     assert torch.equal(backbone.empty_embed, expected.float())
     assert torch.equal(read_embedding(fresh_checkpoint / EMBED_FILE), expected.float())
     # A second load reuses the cache: the text encoder is not run again.
-    monkeypatch.setattr("fiffdepth_core.checkpoint.compute_empty_embedding",
+    monkeypatch.setattr("fiffdepth_core.weights.checkpoint.compute_empty_embedding",
                         lambda *a: pytest.fail("the cached embedding was not reused"))
     assert torch.equal(load_standalone(fresh_checkpoint).empty_embed, expected.float())
 

@@ -8,13 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from fiffdepth_testkit.images import seeded_images
 from PIL import Image
 
-from fiffdepth_core.cli import main
-from fiffdepth_core.files import load_image
-from fiffdepth_core.image import to_rgb
-from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.app.cli import main
+from fiffdepth_core.fileio.images import load_image
+from fiffdepth_core.method.image import to_rgb
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_testkit.images import seeded_images
 
 
 def save(path, tensor):
@@ -91,8 +91,8 @@ def test_bad_arguments_name_the_flag(photos, tiny_checkpoint, tmp_path):
 
 def test_automatic_batch_size(photos, tiny_checkpoint, tmp_path, monkeypatch):
     seen = []
-    real = __import__("fiffdepth_core.cli", fromlist=["predict_depth"]).predict_depth
-    monkeypatch.setattr("fiffdepth_core.cli.predict_depth",
+    real = __import__("fiffdepth_core.app.cli", fromlist=["predict_depth"]).predict_depth
+    monkeypatch.setattr("fiffdepth_core.app.cli.predict_depth",
                         lambda backbone, batch, config, **kw: seen.append(config.batch_size) or real(backbone, batch,
                                                                                                    config, **kw))
     assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--batch-size", "0", "-q",
@@ -112,7 +112,7 @@ def test_module_entry_point_runs(photos, tiny_checkpoint, tmp_path):
 
 
 def test_too_large_for_memory_gives_a_clear_message(photos, tiny_checkpoint, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr("fiffdepth_core.cli.free_memory", lambda device: 2**20)  # pretend 1 MiB is free
+    monkeypatch.setattr("fiffdepth_core.app.cli.free_memory", lambda device: 2**20)  # pretend 1 MiB is free
     code = main(["predict", str(photos / "a.png"), "--checkpoint", str(tiny_checkpoint), "--output-dir",
                  str(tmp_path / "o"), "-q", "--vae-tiling", "off"])
     assert code == 2
@@ -121,7 +121,7 @@ def test_too_large_for_memory_gives_a_clear_message(photos, tiny_checkpoint, tmp
 
 
 def test_whole_run_controlnet_normalisation_across_sizes(photos, tiny_checkpoint, tmp_path):
-    from fiffdepth_core.postprocess import controlnet_depth, whole_run_bounds
+    from fiffdepth_core.method.postprocess import controlnet_depth, whole_run_bounds
 
     out = tmp_path / "o"
     assert main(["predict", str(photos), "--checkpoint", str(tiny_checkpoint), "--format", "npy", "controlnet",

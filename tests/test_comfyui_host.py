@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 from comfy_host import PACK_ROOT, comfy_server, import_comfy, post_prompt, requires_comfyui, wait_for
-from fiffdepth_testkit.images import seeded_images
 
+from fiffdepth_core.method.postprocess import controlnet_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import empty_embedding, inspect_checkpoint, load_standalone, load_state_dict
+from fiffdepth_testkit.images import seeded_images
 from fiffdepth_testkit.models import write_random_pipeline
-from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_standalone, load_state_dict
-from fiffdepth_core.postprocess import controlnet_depth
-from fiffdepth_core.predictor import PredictConfig, predict_depth
 
 pytestmark = [pytest.mark.comfyui, requires_comfyui]
 
@@ -139,7 +139,7 @@ def test_host_resizes_pads_and_batches_like_standalone(host):
 def test_temporal_align_in_the_host_equals_the_core_alignment(host):
     """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence``; ``stabilize``: the
     same with its temporal filter; off: unchanged."""
-    from fiffdepth_core.temporal import align_sequence
+    from fiffdepth_core.method.temporal import align_sequence
 
     nodes, base = host
     frames = seeded_images(1, 64, 96 + 5, seed=3)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from fiffdepth_core.files import write_exr, write_npy, write_png16
-from fiffdepth_core.metrics import evaluate_depth
-from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.fileio.writers import write_exr, write_npy, write_png16
+from fiffdepth_core.method.metrics import evaluate_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
 from train import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,13 +11,14 @@ import shutil
 
 import pytest
 import torch
-from family_checkpoints import (MARIGOLD_V1_SCHEDULER, write_e2e_ft, write_genpercept, write_lotus)
+from family_checkpoints import MARIGOLD_V1_SCHEDULER, write_e2e_ft, write_genpercept, write_lotus
 from family_reference import genpercept, lotus_d, marigold_e2e_ft
-from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.checkpoint import CheckpointError, inspect_checkpoint, load_standalone
-from fiffdepth_core.families import FAMILIES, get_family
-from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method.families import FAMILIES, get_family
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import inspect_checkpoint, load_standalone
+from fiffdepth_core.weights.layout import CheckpointError
+from fiffdepth_testkit.images import seeded_images
 
 TOL = 1e-5
 
@@ -168,7 +169,7 @@ def test_unknown_and_mismatched_unets_name_what_was_found(family_dirs, tiny_chec
 
 
 def test_eight_channels_without_a_scheduler_are_ambiguous(family_dirs, tmp_path):
-    from fiffdepth_core.export import export_single_files
+    from fiffdepth_core.weights.export import export_single_files
 
     backbone = load_standalone(family_dirs["e2e"])
     folder = export_single_files(tmp_path / "single", backbone.unet, backbone.vae, backbone.empty_embed)
@@ -178,7 +179,7 @@ def test_eight_channels_without_a_scheduler_are_ambiguous(family_dirs, tmp_path)
 
 
 def test_listing_offers_each_unet_of_a_genpercept_folder(family_dirs, tmp_path):
-    from fiffdepth_core.checkpoint import find_checkpoints
+    from fiffdepth_core.weights.checkpoint import find_checkpoints
 
     root = family_dirs["genpercept"].parent
     names = find_checkpoints(root)
@@ -201,7 +202,7 @@ def test_generative_and_other_task_siblings_are_refused(family_dirs, tmp_path):
 
 
 def test_family_names_are_the_cli_and_loader_choices():
-    from fiffdepth_core.cli import build_parser
+    from fiffdepth_core.app.cli import build_parser
 
     args = build_parser().parse_args(["predict", "x.png", "--checkpoint", "c", "--family", "genpercept"])
     assert args.family == "genpercept" and set(FAMILIES) >= {"fiffdepth", "lotus-d", "genpercept", "marigold-e2e-ft"}
@@ -211,7 +212,7 @@ def test_cli_runs_a_family_checkpoint_and_honours_the_override(family_dirs, tmp_
     import numpy as np
     from PIL import Image
 
-    from fiffdepth_core.cli import main
+    from fiffdepth_core.app.cli import main
 
     images = uint8_images(1, 64, 64, seed=6)
     Image.fromarray(images[0].permute(1, 2, 0).numpy()).save(tmp_path / "photo.png")

@@ -19,6 +19,7 @@ import torch
 from comfy_host import comfy_server, import_comfy, post_prompt, requires_comfyui, wait_for
 from family_checkpoints import write_e2e_ft, write_genpercept, write_lotus
 from family_reference import genpercept, lotus_d, marigold_e2e_ft
+
 from fiffdepth_testkit.images import seeded_images
 
 pytestmark = [pytest.mark.comfyui, requires_comfyui]
@@ -74,8 +75,8 @@ def test_loader_family_option_overrides_detection(host):
 
 
 def test_depth_latent_node_equals_the_standalone_depth_latent(host):
-    from fiffdepth_core.checkpoint import load_standalone
-    from fiffdepth_core.predictor import predict_depth_latent
+    from fiffdepth_core.method.predictor import predict_depth_latent
+    from fiffdepth_core.weights.checkpoint import load_standalone
 
     nodes, dirs = host
     mapping = nodes.NODE_CLASS_MAPPINGS
@@ -115,7 +116,7 @@ def write_sd2_lotus(folder, seed=0):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from fiffdepth_core.sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
+    from fiffdepth_core.weights.sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
     config = dict(SD2_UNET_CONFIG, class_embed_type="projection", projection_class_embeddings_input_dim=4)
     torch.manual_seed(seed)

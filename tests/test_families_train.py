@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from family_checkpoints import write_e2e_ft, write_lotus
-from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.checkpoint import CheckpointError, inspect_checkpoint, load_standalone
-from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import inspect_checkpoint, load_standalone
+from fiffdepth_core.weights.layout import CheckpointError
+from fiffdepth_testkit.images import seeded_images
 from train.finetune import main as finetune
 
 DEBUG = str(Path(__file__).resolve().parents[1] / "train" / "configs" / "debug.yaml")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fiffdepth_core.files import (list_images, load_image, read_exr, write_exr, write_npy, write_png8, write_png16)
-from fiffdepth_core.postprocess import colorize, controlnet_depth
+from fiffdepth_core.fileio.images import list_images, load_image
+from fiffdepth_core.fileio.writers import read_exr, write_exr, write_npy, write_png8, write_png16
+from fiffdepth_core.method.postprocess import colorize, controlnet_depth
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fiffdepth_core.checkpoint import inspect_checkpoint, load_standalone
-from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import inspect_checkpoint, load_standalone
 from train.config import ConfigError, load_config
 from train.finetune import lr_factor, main
 
@@ -110,10 +110,9 @@ def test_learning_rate_schedule_warms_up_then_decays_to_one_percent():
 def test_two_process_data_parallel_run(tmp_path):
     """DDP over gloo on the CPU (accelerate's MULTI_CPU): both ranks train, rank 0 checkpoints and exports."""
     import os
+    import socket
     import subprocess
     import sys
-
-    import socket
 
     with socket.socket() as sock:  # a free loopback port for the rendezvous
         sock.bind(("127.0.0.1", 0))

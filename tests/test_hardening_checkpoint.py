@@ -11,8 +11,9 @@ import threading
 import pytest
 import torch
 
-from fiffdepth_core.checkpoint import CheckpointError, find_checkpoints, inspect_checkpoint, load_standalone
-from fiffdepth_core.text_embed import EMBED_FILE
+from fiffdepth_core.weights.checkpoint import find_checkpoints, inspect_checkpoint, load_standalone
+from fiffdepth_core.weights.layout import CheckpointError
+from fiffdepth_core.weights.text_embed import EMBED_FILE
 
 
 class Payload:

@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fiffdepth_core.cli import main
-from fiffdepth_core.files import load_image, write_atomic, write_npy
+from fiffdepth_core.app.cli import main
+from fiffdepth_core.fileio.images import load_image
+from fiffdepth_core.fileio.writers import write_atomic, write_npy
 
 
 def small_png(path, seed=0, size=(24, 32)):
@@ -190,7 +191,7 @@ def test_a_full_disk_ends_in_one_line_naming_the_file(tmp_path, tiny_checkpoint,
 
 def test_non_finite_fp32_output_names_the_image_and_does_not_advise_fp32(tmp_path, tiny_checkpoint, monkeypatch,
                                                                           caplog):
-    from fiffdepth_core.backbone import StandaloneBackbone
+    from fiffdepth_core.method.backbone import StandaloneBackbone
 
     image = small_png(tmp_path / "a.png")
     monkeypatch.setattr(StandaloneBackbone, "decode", lambda self, latent: torch.full(
@@ -204,7 +205,7 @@ def test_non_finite_fp32_output_names_the_image_and_does_not_advise_fp32(tmp_pat
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    from fiffdepth_core.checkpoint import CheckpointError
+    from fiffdepth_core.weights.layout import CheckpointError
 
     image = small_png(tmp_path / "a.png")
     argv = ["predict", str(image), "--checkpoint", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o"),
@@ -215,9 +216,16 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_the_memory_pre_check_counts_the_decode_and_the_input():
-    from fiffdepth_core.inputs import ImageHeader, check_decode
-    from fiffdepth_core.predictor import PredictConfig
-    from fiffdepth_core.planning import InsufficientMemoryError, check_memory, padded_size, unet_bytes, vae_bytes
+    from fiffdepth_core.fileio.headers import ImageHeader
+    from fiffdepth_core.method.planning import (
+        InsufficientMemoryError,
+        check_decode,
+        check_memory,
+        padded_size,
+        unet_bytes,
+        vae_bytes,
+    )
+    from fiffdepth_core.method.predictor import PredictConfig
 
     header = ImageHeader(8000, 6000, 3, 1)  # 48 MP RGB: 144 MB decoded + two float32 RGB copies (1.15 GB)
     assert header.decode_bytes() == 48_000_000 * 3 + 2 * 48_000_000 * 3 * 4
@@ -236,7 +244,7 @@ def test_the_memory_pre_check_counts_the_decode_and_the_input():
 def test_a_tiff_pillow_cannot_open_is_measured_from_its_directory(tmp_path, monkeypatch):
     import io
 
-    from fiffdepth_core import inputs
+    from fiffdepth_core.fileio import headers as inputs
 
     buffer = io.BytesIO()
     Image.fromarray(np.zeros((30, 50), np.uint16)).save(buffer, format="TIFF")
@@ -253,7 +261,7 @@ def test_videos_are_checked_before_the_model_loads_too(tmp_path, caplog):
     pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
     from fractions import Fraction
 
-    from fiffdepth_core.video import VideoWriter
+    from fiffdepth_core.app.video import VideoWriter
 
     folder = tmp_path / "clips"
     folder.mkdir()

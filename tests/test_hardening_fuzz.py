@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
-from fiffdepth_core.files import load_image
+from fiffdepth_core.fileio.images import load_image
+from fiffdepth_core.weights.checkpoint import empty_embedding, inspect_checkpoint, load_state_dict
 
 CASES = 24  # per format: fast (the whole file runs in a few seconds) and the same every run
 
@@ -89,8 +89,8 @@ def test_damaged_images_give_a_clear_error_or_a_correct_read(tmp_path, fmt):
 
 @pytest.fixture(scope="module")
 def bundle_bytes(tmp_path_factory):
+    from fiffdepth_core.weights.export import export_bundle
     from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
-    from fiffdepth_core.export import export_bundle
 
     unet_config, vae_config, _ = geometry_configs("tiny")
     path = tmp_path_factory.mktemp("bundle") / "b.safetensors"
@@ -112,7 +112,7 @@ def _header_heavy(data: bytes, rng: np.random.Generator) -> bytes:
 
 
 def test_damaged_bundles_give_a_clear_error_or_a_correct_read(tmp_path, bundle_bytes):
-    from fiffdepth_core.checkpoint import CheckpointError
+    from fiffdepth_core.weights.layout import CheckpointError
 
     rng = np.random.default_rng(7)
     errors = 0
@@ -134,7 +134,7 @@ def test_damaged_bundles_give_a_clear_error_or_a_correct_read(tmp_path, bundle_b
 def test_damaged_config_json_gives_a_clear_error(tiny_checkpoint, tmp_path):
     import shutil
 
-    from fiffdepth_core.checkpoint import CheckpointError
+    from fiffdepth_core.weights.layout import CheckpointError
 
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, folder, ignore=shutil.ignore_patterns("text_encoder", "tokenizer"))
@@ -163,7 +163,7 @@ def _fuzzed_folder(folder, count: int, seed: int):
 
 @pytest.mark.slow  # a CLI run over 18 images
 def test_the_cli_survives_a_folder_of_damaged_images(tmp_path, tiny_checkpoint, caplog):
-    from fiffdepth_core.cli import main
+    from fiffdepth_core.app.cli import main
 
     folder = _fuzzed_folder(tmp_path / "photos", 6, seed=11)
     with caplog.at_level(logging.WARNING), deadline(120):

@@ -162,7 +162,7 @@ def test_a_second_run_on_a_held_folder_stops_naming_the_holder(tmp_path):
 
 
 def test_a_crash_mid_export_keeps_the_previous_export_whole(tmp_path, monkeypatch):
-    from fiffdepth_core import export as export_module
+    from fiffdepth_core.weights import export as export_module
     from fiffdepth_testkit.models import geometry_configs, random_unet, random_vae
     from train.run_folder import export_model
 

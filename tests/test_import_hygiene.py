@@ -26,7 +26,8 @@ def test_no_forbidden_import_statements():
 
 
 def test_importing_every_core_module_loads_no_host_module():
-    modules = sorted(p.stem for p in CORE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    modules = sorted(".".join(p.relative_to(CORE).with_suffix("").parts) for p in CORE.rglob("*.py")
+                     if p.stem not in ("__init__", "__main__"))
     code = ("import sys, importlib\n"
             f"for m in {modules!r}: importlib.import_module('fiffdepth_core.' + m)\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"

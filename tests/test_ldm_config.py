@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from fiffdepth_core.sd2_configs import SD2_UNET_CONFIG
+from fiffdepth_core.weights.ldm_config import ldm_unet_config
+from fiffdepth_core.weights.sd2_configs import SD2_UNET_CONFIG
 from fiffdepth_testkit.models import TINY_UNET_CONFIG
-from fiffdepth_core.ldm_config import ldm_unet_config
 
 # ComfyUI's own detection result for SD 2.x UNets (comfy/model_detection.py, `SD21`), without its dtype and
 # ComfyUI-only keys: the known answer for the SD2 geometry.

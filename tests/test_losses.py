@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fiffdepth_core.losses import (LossWeights, check_timesteps, depth_loss, gradient_matching, latent_valid_mask,
-                                   masked_mae, sd2_alphas_cumprod, total_loss, trajectory_targets)
+from fiffdepth_core.method.losses import (
+    LossWeights,
+    check_timesteps,
+    depth_loss,
+    gradient_matching,
+    latent_valid_mask,
+    masked_mae,
+    sd2_alphas_cumprod,
+    total_loss,
+    trajectory_targets,
+)
 
 
 def test_latent_mask_needs_all_64_pixels_valid():

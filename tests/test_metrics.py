@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from fiffdepth_core import metrics as M
+from fiffdepth_core.method import metrics as M
 
 
 def ramp(h=6, w=8, low=1.0, high=5.0):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from fiffdepth_testkit.models import TINY_UNET_CONFIG, TINY_VAE_CONFIG, random_unet, random_vae
-from fiffdepth_core.losses import LossWeights, sd2_alphas_cumprod
 from test_losses import naive_gradient_matching
+
+from fiffdepth_core.method.losses import LossWeights, sd2_alphas_cumprod
+from fiffdepth_testkit.models import TINY_UNET_CONFIG, TINY_VAE_CONFIG, random_unet, random_vae
 from train.objective import FiffDepthObjective
 
 WEIGHTS = LossWeights(mae=0.7, gm=0.3, keep=0.11, gamma=0.25, gm_scales=2)  # none equal: a swap would show

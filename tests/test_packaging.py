@@ -19,7 +19,13 @@ def load_install():
 def test_pyproject_declares_the_registry_block_and_installs_only_the_core():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["tool"]["comfy"]["requires-comfyui"] == ">=0.3.48"  # the V3 node API
-    assert project["tool"]["setuptools"]["packages"] == ["fiffdepth_core"]  # never a top-level nodes/train/tests
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert include == ["fiffdepth_core", "fiffdepth_core.*"]  # never a top-level nodes/train/tests
+    from setuptools import find_packages
+
+    packages = find_packages(str(ROOT), include=include)
+    assert "fiffdepth_core" in packages and {"fiffdepth_core.method", "fiffdepth_core.weights"} <= set(packages)
+    assert all(p == "fiffdepth_core" or p.startswith("fiffdepth_core.") for p in packages)
     assert "ComfyUI" not in project["project"]["name"]
     assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
     for extra in ("standalone", "train", "test"):

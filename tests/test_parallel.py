@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fiffdepth_core.parallel import ProcessGroup, Processes, from_env
-from fiffdepth_core.prefetch import image_batches
+from fiffdepth_core.app.parallel import Processes, ProcessGroup, from_env
+from fiffdepth_core.app.prefetch import image_batches
 
 
 @pytest.mark.parametrize("count, world", [(10, 3), (2, 4), (0, 2), (7, 1), (64, 8)])
@@ -77,8 +77,8 @@ def _write_png(path, array):
 
 
 def _decode(path):
-    from fiffdepth_core.files import load_image
-    from fiffdepth_core.image import to_rgb
+    from fiffdepth_core.fileio.images import load_image
+    from fiffdepth_core.method.image import to_rgb
 
     return to_rgb(load_image(path)[None])[0]
 

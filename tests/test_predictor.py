@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.predictor import NonFiniteOutputError, PredictConfig, predict_depth
+from fiffdepth_core.method.predictor import NonFiniteOutputError, PredictConfig, predict_depth
+from fiffdepth_testkit.images import seeded_images
 
 
 def reference_depth(backbone, images: torch.Tensor, timesteps=(0,)) -> torch.Tensor:
@@ -155,7 +155,7 @@ def test_non_finite_output_is_detected_and_explained(tiny_backbone):
 
 
 def test_real_fp16_overflow_is_detected_and_recovered_in_fp32(tiny_checkpoint):
-    from fiffdepth_core.checkpoint import load_standalone
+    from fiffdepth_core.weights.checkpoint import load_standalone
 
     backbone = load_standalone(tiny_checkpoint, dtype=torch.float16, vae_dtype=torch.float32)
     with torch.no_grad():
@@ -193,7 +193,7 @@ def test_bad_images_name_the_problem(tiny_backbone, images, message):
 
 
 def test_channels_last_matches_the_default_layout(tiny_checkpoint, tiny_backbone):
-    from fiffdepth_core.checkpoint import load_standalone
+    from fiffdepth_core.weights.checkpoint import load_standalone
 
     nhwc = load_standalone(tiny_checkpoint, channels_last=True)
     assert nhwc.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)

@@ -86,8 +86,8 @@ def test_predict_two_processes_equal_one(photos, tiny_checkpoint, tmp_path):
            tmp_path, processes=1)
     _, calls = launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, tmp_path / "two", *formats,
                                                        "--workers", "1"),
-                        tmp_path, patch="fiffdepth_core.files:write_npy,fiffdepth_core.files:write_png16,"
-                                        "fiffdepth_core.files:write_png8")
+                        tmp_path, patch="fiffdepth_core.fileio.writers:write_npy,fiffdepth_core.fileio.writers:write_png16,"
+                                        "fiffdepth_core.fileio.writers:write_png8")
     one, two = tree(tmp_path / "one", "p*"), tree(tmp_path / "two", "p*")
     assert len(one) == 7 * 3 and sorted(two) == sorted(one)
     assert [name for name in one if one[name] != two[name]] == []  # byte-identical, whole-run ControlNet maps too
@@ -104,14 +104,14 @@ def test_predict_killed_halfway_resumes_without_redoing_finished_images(photos, 
     out = tmp_path / "two"
     # Rank 1 (p4..p6) dies while writing the 16-bit PNG of its second image: p5 is left with its .npy only.
     launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, out, batch=1), tmp_path,
-           patch="fiffdepth_core.files:write_png16:1:1", expect_ok=False)
+           patch="fiffdepth_core.fileio.writers:write_png16:1:1", expect_ok=False)
     before = stamps(out, "p*")
     assert "p4.npy" in before and "p4_depth16.png" in before and "p6.npy" not in before
     assert "p5.npy" in before and "p5_depth16.png" not in before
     complete = {f"p{i}" for i in range(7) if {f"p{i}.npy", f"p{i}_depth16.png"} <= set(before)}
     finished = {name: stamp for name, stamp in before.items() if name.split("_")[0].split(".")[0] in complete}
     _, calls = launch("fiffdepth_core", predict_args(photos, tiny_checkpoint, out, "--skip-existing", batch=1),
-                      tmp_path, patch="fiffdepth_core.files:write_npy,fiffdepth_core.files:write_png16")
+                      tmp_path, patch="fiffdepth_core.fileio.writers:write_npy,fiffdepth_core.fileio.writers:write_png16")
     after = stamps(out, "p*")
     assert {name: after[name] for name in finished} == finished  # finished files untouched: same inode and time
     redone = Counter(Path(path).name for _, _, path in calls)
@@ -161,11 +161,11 @@ def test_evaluate_two_processes_equal_one_and_resume(tiny_checkpoint, tmp_path):
     launch("train/evaluate.py", args(tmp_path / "one", "0"), tmp_path, processes=1)
     out = tmp_path / "two"
     # Rank 0 owns samples 0-1, rank 1 sample 2; rank 0 dies after caching its first prediction.
-    launch("train/evaluate.py", args(out, "1"), tmp_path, patch="fiffdepth_core.files:write_npy:0:1",
+    launch("train/evaluate.py", args(out, "1"), tmp_path, patch="fiffdepth_core.fileio.writers:write_npy:0:1",
              expect_ok=False)
     before = stamps(out / "predictions", "*.npy")
     assert f"{IDS[0]}.npy" in before and f"{IDS[1]}.npy" not in before
-    result, calls = launch("train/evaluate.py", args(out, "1"), tmp_path, patch="fiffdepth_core.files:write_npy")
+    result, calls = launch("train/evaluate.py", args(out, "1"), tmp_path, patch="fiffdepth_core.fileio.writers:write_npy")
     assert {name: stamps(out / "predictions", "*.npy")[name] for name in before} == before  # reused, not redone
     cached = Counter(Path(path).relative_to(out / "predictions").as_posix() for _, _, path in calls)
     assert set(cached).isdisjoint(before) and set(cached.values()) == {1}

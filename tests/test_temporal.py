@@ -1,4 +1,4 @@
-"""Temporal alignment (fiffdepth_core.temporal): known per-frame affines are recovered, outliers are rejected,
+"""Temporal alignment (fiffdepth_core.method.temporal): known per-frame affines are recovered, outliers are rejected,
 scene cuts restart the reference, streaming equals batch, and the normalised clip spans [0, 1]."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fiffdepth_core.temporal import AlignConfig, TemporalAligner, TemporalFilter, align_sequence, robust_affine
+from fiffdepth_core.method.temporal import AlignConfig, TemporalAligner, TemporalFilter, align_sequence, robust_affine
 from train.datasets.procedural_scene import render, render_path
 
 

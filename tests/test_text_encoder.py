@@ -15,11 +15,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fiffdepth_testkit.models import (TINY_TEXT_CONFIG, geometry_configs, random_text_encoder,
-                                    write_minimal_clip_tokenizer, write_random_pipeline)
-from fiffdepth_core.checkpoint import CheckpointError, empty_embedding, inspect_checkpoint
-from fiffdepth_core.text_embed import EMBED_FILE, compute_empty_embedding
-from fiffdepth_core.text_encoder import PREFIX, load_text_encoder
+from fiffdepth_core.weights.checkpoint import empty_embedding, inspect_checkpoint
+from fiffdepth_core.weights.layout import CheckpointError
+from fiffdepth_core.weights.text_embed import EMBED_FILE, compute_empty_embedding
+from fiffdepth_core.weights.text_encoder import PREFIX, load_text_encoder
+from fiffdepth_testkit.models import (
+    TINY_TEXT_CONFIG,
+    geometry_configs,
+    random_text_encoder,
+    write_minimal_clip_tokenizer,
+    write_random_pipeline,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +93,8 @@ def test_loader_never_caches_an_embedding_from_a_refused_encoder(tmp_path, encod
 
 
 def test_export_writes_the_layout_every_version_reads(tmp_path, encoder):
+    from fiffdepth_core.weights.export import export_diffusers
     from fiffdepth_testkit.models import random_unet, random_vae
-    from fiffdepth_core.export import export_diffusers
 
     text_dir, tok_dir = write_encoder(tmp_path / "src", bare_state_dict(encoder))  # transformers 5 layout in
     unet_cfg, vae_cfg, _ = geometry_configs("tiny")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.planning import choose_tiles, vae_bytes
-from fiffdepth_core.tiling import TileConfig, plan_tiles, tiled_decode, tiled_encode
+from fiffdepth_core.method.planning import choose_tiles, vae_bytes
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method.tiling import TileConfig, plan_tiles, tiled_decode, tiled_encode
+from fiffdepth_testkit.images import seeded_images
 
 
 @pytest.mark.parametrize("length, tile, overlap, align", [(300, 128, 32, 1), (2048, 1024, 128, 8),
@@ -87,7 +87,7 @@ def test_auto_tiling_starts_when_memory_runs_short():
 
 
 def test_memory_check_names_what_is_needed_and_what_to_change():
-    from fiffdepth_core.planning import InsufficientMemoryError, check_memory, unet_bytes
+    from fiffdepth_core.method.planning import InsufficientMemoryError, check_memory, unet_bytes
 
     config = PredictConfig(processing_resolution=0, batch_size=2)
     shape = (2, 3, 8192, 8192)
@@ -100,7 +100,7 @@ def test_memory_check_names_what_is_needed_and_what_to_change():
 
 
 def test_auto_batch_size_fills_free_memory():
-    from fiffdepth_core.planning import auto_batch_size, vae_bytes
+    from fiffdepth_core.method.planning import auto_batch_size, vae_bytes
 
     config = PredictConfig(processing_resolution=512)
     one = vae_bytes(512, 512, 1, torch.bfloat16)  # the VAE dominates at this size

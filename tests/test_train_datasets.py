@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from fiffdepth_core.depth_norm import disparity_to_depth_target
 from fixtures_train import make_hypersim, make_shards, make_vkitti, random_rgb, write_label, write_png16, write_rgb
+
+from fiffdepth_core.method.depth_norm import disparity_to_depth_target
 from train.datasets import build_dataset
 from train.datasets.common import aug_rng, draw_flip, resize_rgb
 from train.datasets.hypersim import HypersimDataset
@@ -184,7 +184,7 @@ def _rgbd_folder(root, with_exr: bool = True):
     (root / "depth/sub").mkdir(parents=True)
     np.save(root / "depth/sub/b.npy", ramp.astype(np.float32))
     if with_exr:
-        from fiffdepth_core.files import write_exr
+        from fiffdepth_core.fileio.writers import write_exr
 
         write_rgb(root / "rgb/c.png", random_rgb(height, width, 3))
         write_exr(root / "depth/c.exr", ramp.astype(np.float32))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fiffdepth_core.depth_norm import disparity_to_depth_target, normalize_depth
-from fiffdepth_core.losses import masked_mse
+from fiffdepth_core.method.depth_norm import disparity_to_depth_target, normalize_depth
+from fiffdepth_core.method.losses import masked_mse
 
 
 def outdoor_photo(height: int = 100, width: int = 64, sky_rows: int = 30) -> torch.Tensor:

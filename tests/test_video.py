@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fiffdepth_testkit.images import seeded_images
 
-from fiffdepth_core.cli import main
-from fiffdepth_core.outputs import MANIFEST
-from fiffdepth_core.postprocess import controlnet_depth
-from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.sequence import DepthCache, second_pass, sequence_quantiles, stream_pass
-from fiffdepth_core.temporal import align_sequence
+from fiffdepth_core.app.cli import main
+from fiffdepth_core.app.outputs import MANIFEST
+from fiffdepth_core.app.sequence import DepthCache, second_pass, sequence_quantiles, stream_pass
+from fiffdepth_core.method.postprocess import controlnet_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method.temporal import align_sequence
+from fiffdepth_testkit.images import seeded_images
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
 
-from fiffdepth_core.video import VideoWriter, probe_video, read_frames  # noqa: E402
+from fiffdepth_core.app.video import VideoWriter, probe_video, read_frames  # noqa: E402
 
 
 def moving_frames(count: int, height: int, width: int) -> list[np.ndarray]:
@@ -180,7 +180,7 @@ def test_a_clip_whose_depth_cache_would_not_fit_on_disk_is_refused_before_the_mo
                                                                                           monkeypatch):
     import shutil
 
-    import fiffdepth_core.video_cli as video_cli
+    import fiffdepth_core.app.video_cli as video_cli
 
     need = 6 * 40 * 56 * 4  # frames x width x height x float32
     seen = []
@@ -261,7 +261,7 @@ def test_stream_pass_does_not_average_across_a_scene_cut():
 
 def test_cli_stream_window_writes_the_clip_without_a_disk_cache(clip, tiny_checkpoint, tiny_backbone, tmp_path,
                                                                 monkeypatch):
-    import fiffdepth_core.video_cli as video_cli
+    import fiffdepth_core.app.video_cli as video_cli
 
     def no_cache(*args, **kwargs):
         raise AssertionError("--stream-window must not make a disk cache")
@@ -411,7 +411,7 @@ def test_skip_existing_skips_finished_videos_and_redoes_one_cut_short(clip, tiny
 
 
 def test_on_error_skip_goes_on_past_a_video_that_fails_to_decode(clip, tiny_checkpoint, tmp_path, monkeypatch):
-    import fiffdepth_core.video_cli as video_cli
+    import fiffdepth_core.app.video_cli as video_cli
 
     broken = tmp_path / "b" / "broken.mp4"
     broken.parent.mkdir()
@@ -441,7 +441,7 @@ def test_sigterm_ends_a_run_like_ctrl_c():
     import sys
 
     code = ("import os, signal, time\n"
-            "from fiffdepth_core.cli import _terminate_as_interrupt\n"
+            "from fiffdepth_core.app.cli import _terminate_as_interrupt\n"
             "before = signal.getsignal(signal.SIGTERM)\n"
             "try:\n"
             "    with _terminate_as_interrupt():\n"
@@ -473,8 +473,9 @@ def test_outputs_that_cannot_work_are_refused_before_the_model_loads(clip, tmp_p
 
 
 def test_numbered_frames_are_taken_in_natural_order(tmp_path):
-    from fiffdepth_core.outputs import list_inputs
     from PIL import Image
+
+    from fiffdepth_core.app.outputs import list_inputs
 
     for k in (1, 2, 10, 11, 3):
         Image.new("RGB", (4, 4)).save(tmp_path / f"frame{k}.png")
@@ -495,7 +496,7 @@ def test_names_that_differ_only_in_case_collide(clip, tmp_path):
 def test_the_disk_check_counts_frames_from_the_duration_when_none_are_declared(tmp_path, monkeypatch):
     import shutil
 
-    import fiffdepth_core.video_cli as video_cli
+    import fiffdepth_core.app.video_cli as video_cli
 
     clip = tmp_path / "walk.mkv"  # Matroska declares no frame count
     write_clip(clip, moving_frames(12, 40, 56), Fraction(12))

@@ -1,4 +1,4 @@
-"""Video I/O robustness (fiffdepth_core.video): damaged and truncated files, a picture size that changes, cover art,
+"""Video I/O robustness (fiffdepth_core.app.video): damaged and truncated files, a picture size that changes, cover art,
 output file modes and no-clobber publishing, the MPEG-4 fallback encoder, container extensions.
 
 Every clip is built here with PyAV (CI has no ffmpeg binary), tiny and short.
@@ -16,8 +16,8 @@ import pytest
 
 av = pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
 
-from fiffdepth_core import video as video_module  # noqa: E402
-from fiffdepth_core.video import VideoWriter, is_video, list_videos, probe_video, read_frames  # noqa: E402
+from fiffdepth_core.app import video as video_module  # noqa: E402
+from fiffdepth_core.app.video import VideoWriter, is_video, list_videos, probe_video, read_frames  # noqa: E402
 
 H264 = "libx264" if "libx264" in av.codecs_available else None
 # the damage below (an impossible NAL length) and the exact comparisons are H.264's; PyAV's wheels include libx264
@@ -67,7 +67,7 @@ def clean_decode(path: Path) -> list[np.ndarray]:
 
 
 def warnings_of(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "fiffdepth_core.video" and r.levelno == logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "fiffdepth_core.app.video" and r.levelno == logging.WARNING]
 
 
 # 1. damaged and truncated input --------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def test_one_damaged_packet_is_skipped_not_fatal(tmp_path, caplog):
     damage(broken, 10)
     reference = clean_decode(clean)
     assert len(reference) == 20
-    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.video"):
+    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.app.video"):
         decoded = list(read_frames(broken))
     assert len(decoded) >= 18
     # intra-only: every other frame is exactly the clean decode of the same packet; the damaged one is gone
@@ -106,7 +106,7 @@ def test_one_damaged_packet_is_skipped_not_fatal(tmp_path, caplog):
 def test_clean_video_logs_no_warning(tmp_path, caplog):
     path = tmp_path / "clean.mp4"
     encode(path, pictures(6, 48, 64))
-    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.video"):
+    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.app.video"):
         assert len(list(read_frames(path))) == 6
         probe_video(path)
     assert warnings_of(caplog) == []
@@ -120,7 +120,7 @@ def test_damaged_first_packet_does_not_stop_probe(tmp_path, caplog):
     damage(path, 0)
     info = probe_video(path)  # it decodes a frame for the rotation: the first good one will do
     assert (info.width, info.height, info.frames, info.rotation) == (64, 48, 8, 0)
-    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.video"):
+    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.app.video"):
         decoded = list(read_frames(path))
     assert len(decoded) == 7
     for got, want in zip(decoded, reference[1:]):
@@ -147,7 +147,7 @@ def test_truncated_faststart_mp4_warns_decoded_against_declared(tmp_path, caplog
     assert offsets[0][0] < offsets[-1][0]  # faststart: the index comes first, the packets follow it
     path.write_bytes(path.read_bytes()[:offsets[8][0] + 3])  # packets 0-7 whole, 8 cut short, 9-19 gone
     assert probe_video(path).frames == 20  # the index still declares them all
-    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.video"):
+    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.app.video"):
         decoded = list(read_frames(path))
     assert 1 <= len(decoded) <= 9
     for got, want in zip(decoded, reference):
@@ -169,7 +169,7 @@ def test_size_change_is_scaled_to_the_first_size(tmp_path, caplog):
     joined.write_bytes(first.read_bytes() + second.read_bytes())  # MPEG-TS concatenates by bytes
     part_one, part_two = clean_decode(first), clean_decode(second)
     assert {a.shape for a in part_two} == {(48, 80, 3)}
-    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.video"):
+    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.app.video"):
         decoded = list(read_frames(joined))
     assert len(decoded) == 12
     assert {a.shape for a in decoded} == {(64, 96, 3)}

@@ -1,11 +1,11 @@
-"""Video depth metrics (fiffdepth_core.video_metrics) against hand-computed answers."""
+"""Video depth metrics (fiffdepth_core.method.video_metrics) against hand-computed answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fiffdepth_core.video_metrics import align_clip, clip_abs_rel, clip_scores, temporal_change
+from fiffdepth_core.method.video_metrics import align_clip, clip_abs_rel, clip_scores, temporal_change
 
 
 def test_one_alignment_for_the_whole_clip():

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fiffdepth_testkit.images import seeded_images
 from webui_standins import Recorder, install
 
-from fiffdepth_core.checkpoint import load_standalone
-from fiffdepth_core.postprocess import controlnet_depth
-from fiffdepth_core.predictor import PredictConfig, predict_depth
-from fiffdepth_core.text_embed import EMBED_FILE
+from fiffdepth_core.method.postprocess import controlnet_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import load_standalone
+from fiffdepth_core.weights.text_embed import EMBED_FILE
+from fiffdepth_testkit.images import seeded_images
 from fiffdepth_webui import register as reg
 from fiffdepth_webui.hosts import detect_host
 
@@ -245,7 +245,7 @@ def test_other_families_run_through_the_same_preprocessor(a1111, tmp_path, famil
     record); the filtered pass, FiffDepth's only, gives a clear message."""
     import family_checkpoints
 
-    from fiffdepth_core.families import get_family
+    from fiffdepth_core.method.families import get_family
 
     made, mods, _ = a1111
     checkpoint = getattr(family_checkpoints, f"write_{family}")(tmp_path / "models" / "fiffdepth" / family)

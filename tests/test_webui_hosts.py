@@ -13,13 +13,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-from fiffdepth_testkit.images import seeded_images
 from webui_host import decode_png, http_json, png_b64, requires, startup_seconds, webui_server
 
+from fiffdepth_core.method.postprocess import controlnet_depth
+from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.checkpoint import load_standalone
+from fiffdepth_testkit.images import seeded_images
 from fiffdepth_testkit.models import write_random_pipeline
-from fiffdepth_core.checkpoint import load_standalone
-from fiffdepth_core.postprocess import controlnet_depth
-from fiffdepth_core.predictor import PredictConfig, predict_depth
 
 pytestmark = pytest.mark.webui
 NAMES = {"depth_fiffdepth": "detailed", "depth_fiffdepth_filtered": "filtered"}

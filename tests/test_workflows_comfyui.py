@@ -69,8 +69,9 @@ def _drain(url: str, timeout: float = 60.0) -> None:
 def write_inputs(input_dir: Path) -> np.ndarray:
     """``example.png`` (returned as uint8 ``[H,W,3]``) and a 4-frame ``example.mp4``."""
     import av
-    from fiffdepth_testkit.images import seeded_images
     from PIL import Image
+
+    from fiffdepth_testkit.images import seeded_images
 
     input_dir.mkdir(parents=True, exist_ok=True)
     pixels = (seeded_images(1, 96, 128, seed=4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
@@ -92,9 +93,9 @@ def write_inputs(input_dir: Path) -> np.ndarray:
 def write_tiny_checkpoint(path: Path, scratch: Path) -> None:
     """A tiny random FiffDepth checkpoint at ``path``: a one-file bundle for a ``.safetensors`` name (what
     ``train/finetune.py`` exports), else the diffusers folder."""
+    from fiffdepth_core.weights.checkpoint import load_standalone
+    from fiffdepth_core.weights.export import export_bundle
     from fiffdepth_testkit.models import write_random_pipeline
-    from fiffdepth_core.checkpoint import load_standalone
-    from fiffdepth_core.export import export_bundle
 
     if path.suffix != ".safetensors":
         write_random_pipeline(path, geometry="tiny", seed=0)
@@ -166,8 +167,8 @@ def test_image_workflow_runs_end_to_end(server):
     import torch
     from PIL import Image
 
-    from fiffdepth_core.checkpoint import load_standalone
-    from fiffdepth_core.predictor import PredictConfig, predict_depth
+    from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+    from fiffdepth_core.weights.checkpoint import load_standalone
 
     url, base = server["url"], server["base"]
     _drain(url)
@@ -210,10 +211,10 @@ def test_video_workflow_runs_end_to_end(server):
     import torch
     from PIL import Image
 
-    from fiffdepth_core.checkpoint import load_standalone
-    from fiffdepth_core.predictor import PredictConfig, predict_depth
-    from fiffdepth_core.temporal import align_sequence
-    from fiffdepth_core.video import probe_video, read_frames
+    from fiffdepth_core.app.video import probe_video, read_frames
+    from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+    from fiffdepth_core.method.temporal import align_sequence
+    from fiffdepth_core.weights.checkpoint import load_standalone
 
     url, base = server["url"], server["base"]
     _drain(url)

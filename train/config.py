@@ -16,13 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from fiffdepth_core.devices import DTYPES
-from fiffdepth_core.losses import LossWeights
+from fiffdepth_core.method import DTYPES, LossWeights
 
 from .config_schema import check_list, check_optional, check_types, is_number, load_yaml, unknown_keys
 
 # The recipe (docs/method.md), in one place: experiment configs (train/configs/) state only what differs from it.
-# The loss weights are the paper's (fiffdepth_core.losses.LossWeights); the schedule is Marigold/E2E-FT's (AdamW 3e-5,
+# The loss weights are the paper's (fiffdepth_core.method.losses.LossWeights); the schedule is Marigold/E2E-FT's (AdamW 3e-5,
 # 100 warm-up steps, exponential decay to 1 % at 20K steps); 2 images per sub-batch x 8 accumulated micro-steps x 2
 # sub-batches = 32 images per optimizer step on one GPU; bf16 autocast with an fp32 UNet; 480x640 crops.
 DEFAULTS = {
@@ -190,7 +189,7 @@ def check_config(config: dict) -> dict:
     _need(spec is None or (isinstance(spec, dict) and (spec.get("type") == "procedural" or
                                                        ("eval_set" in spec and "data_root" in spec))),
           "validation.dataset", "null, {type: procedural, ...} or {eval_set: NAME, data_root: DIR, ...}", spec)
-    from fiffdepth_core.predictor import PredictConfig
+    from fiffdepth_core.method import PredictConfig
 
     try:
         PredictConfig(processing_resolution=validation["processing_resolution"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fiffdepth_core.metrics import DEPTH_METRICS
+from fiffdepth_core.method import DEPTH_METRICS
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _colour(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Spectral colours ``[3,H,W]`` of values in [0,1] (0 = red); black where ``mask`` is False."""
     import torch
 
-    from fiffdepth_core.postprocess import colorize
+    from fiffdepth_core.method import colorize
 
     rgb = colorize(torch.from_numpy(np.nan_to_num(values).astype(np.float32))[None])[0].numpy()  # [3,H,W]
     return rgb * mask[None]

@@ -36,16 +36,33 @@ from functools import partial  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fiffdepth_core.families import FAMILY_CHOICES  # noqa: E402
-from fiffdepth_core.files import json_safe, load_image, read_exr, write_npy, write_png8  # noqa: E402
-from fiffdepth_core.parallel import ProcessGroup, from_env  # noqa: E402
-from fiffdepth_core.metrics import (ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, align, boundary_f1,  # noqa: E402
-                                    evaluate_depth, mean_metrics)
-from fiffdepth_core.predictor import PASSES, PredictConfig, predict_depth  # noqa: E402
-from fiffdepth_core.prefetch import decoded, default_workers  # noqa: E402
-from fiffdepth_core.devices import DTYPES  # noqa: E402
-from train.datasets.eval_sets import (EVAL_SETS, ON_MISSING, DataSource, EvalItem, EvalSet, Sample,  # noqa: E402
-                                      drop_missing, load_item, load_samples)
+from fiffdepth_core.app import ProcessGroup, decoded, default_workers, from_env  # noqa: E402  # noqa: E402
+from fiffdepth_core.fileio import json_safe, load_image, read_exr, write_npy, write_png8  # noqa: E402
+from fiffdepth_core.method import (  # noqa: E402
+    ALIGNMENTS,
+    DEPTH_METRICS,
+    DTYPES,  # noqa: E402
+    FAMILY_CHOICES,  # noqa: E402
+    MIN_EVAL_DEPTH,
+    PASSES,
+    PredictConfig,
+    align,
+    boundary_f1,
+    evaluate_depth,
+    mean_metrics,
+    predict_depth,
+)
+from train.datasets.eval_sets import (  # noqa: E402
+    EVAL_SETS,
+    ON_MISSING,
+    DataSource,
+    EvalItem,
+    EvalSet,
+    Sample,
+    drop_missing,
+    load_item,
+    load_samples,
+)
 from train.eval_report import flat_name, reference_rows, render_case, write_per_image_csv, write_results  # noqa: E402
 
 log = logging.getLogger("fiffdepth.evaluate")
@@ -249,8 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _make_predictor(args, eval_set: EvalSet, output_dir: Path, device: torch.device, group: ProcessGroup):
     if args.predictions is not None:
         return FolderPredictor(args.predictions), {"predictions": str(args.predictions.resolve())}
-    from fiffdepth_core.checkpoint import fingerprint, inspect_checkpoint, load_standalone
-    from fiffdepth_core.devices import resolve_dtypes
+    from fiffdepth_core.method import resolve_dtypes
+    from fiffdepth_core.weights import fingerprint, inspect_checkpoint, load_standalone
 
     dtype, vae_dtype = resolve_dtypes(args.dtype, device)
     resolution = eval_set.processing_resolution if args.processing_resolution is None else args.processing_resolution
@@ -306,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     args.name = args.name or (args.checkpoint or args.predictions).resolve().name
     output_dir = args.output_dir or Path("eval_results") / eval_set.name / args.name
     processes = from_env()  # several under torchrun / accelerate launch
-    from fiffdepth_core.devices import resolve_device
+    from fiffdepth_core.method import resolve_device
 
     device = resolve_device(processes.device(args.device)) if args.checkpoint is not None else torch.device("cpu")
     with ProcessGroup(processes, device) as group:

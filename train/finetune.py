@@ -27,9 +27,7 @@ if not __package__:  # started as `python train/<script>.py`: see train/script_r
 
 import torch
 
-from fiffdepth_core.losses import LossWeights, sd2_alphas_cumprod
-from fiffdepth_core.predictor import PredictConfig
-from fiffdepth_core.devices import DTYPES
+from fiffdepth_core.method import DTYPES, LossWeights, PredictConfig, sd2_alphas_cumprod
 from train.config import flatten, load_config
 from train.models import build_models, trainable_setup
 from train.objective import FiffDepthObjective, encode_batch

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
-from fiffdepth_core.checkpoint import empty_embedding, inspect_checkpoint, instantiate, load_state_dict
-from fiffdepth_core.families import training_family
-from fiffdepth_core.devices import DTYPES
+from fiffdepth_core.method import DTYPES, training_family
+from fiffdepth_core.weights import empty_embedding, inspect_checkpoint, instantiate, load_state_dict
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import torch
 
-from fiffdepth_core.backbone import StandaloneBackbone, unwrap_module
-from fiffdepth_core.families import training_family
-from fiffdepth_core.losses import LossWeights, depth_loss, masked_mse, total_loss, trajectory_targets
+from fiffdepth_core.method import (
+    LossWeights,
+    StandaloneBackbone,
+    depth_loss,
+    masked_mse,
+    total_loss,
+    training_family,
+    trajectory_targets,
+    unwrap_module,
+)
 
 
 class FiffDepthObjective(torch.nn.Module):
@@ -69,7 +76,7 @@ def encode_batch(backbone: StandaloneBackbone, synthetic: dict, real: dict, gene
     ``synthetic``/``real`` are collated dataset batches: ``rgb`` ``[B,3,H,W]`` and ``depth`` ``[B,1,H,W]`` in
     [-1,1], ``valid`` ``[B,1,H,W]``. Depth is replicated to 3 channels and encoded like an image (posterior mean).
     """
-    from fiffdepth_core.losses import latent_valid_mask
+    from fiffdepth_core.method import latent_valid_mask
 
     device = backbone.device
 

@@ -31,7 +31,7 @@ import numpy as np
 if not __package__:  # started as `python train/<script>.py`: see train/script_root.py
     import script_root  # noqa: F401
 
-from fiffdepth_core.files import write_atomic  # noqa: E402
+from fiffdepth_core.fileio import write_atomic  # noqa: E402
 
 logger = logging.getLogger("prepare_hypersim")
 

@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fiffdepth_core.parallel import ProcessGroup, from_env  # noqa: E402
-from fiffdepth_core.prefetch import decoded, default_workers  # noqa: E402
+from fiffdepth_core.app import ProcessGroup, decoded, default_workers, from_env  # noqa: E402  # noqa: E402
 from train.datasets.common import SKIPPABLE  # noqa: E402
 from train.datasets.image_sources import ImageRef, index_images, label_path, read_image, save_label  # noqa: E402
 

@@ -90,7 +90,7 @@ class RunFolder:
 
     def record(self, config: dict) -> None:
         """Save the resolved config (once the models have built): from now on the folder holds this run."""
-        from fiffdepth_core.files import write_atomic
+        from fiffdepth_core.fileio import write_atomic
 
         text = yaml.safe_dump(config, sort_keys=False)
         write_atomic(self.path / "config.yaml", lambda tmp: tmp.write_text(text), overwrite=True)
@@ -137,7 +137,7 @@ class RunFolder:
     def save(self, accelerator, step: int, state: dict, keep: int, parts: tuple) -> Path:
         """Save the training state ``parts`` = (model, optimizer, scheduler, ema) and ours (trainer.json last:
         its presence marks a complete checkpoint)."""
-        from fiffdepth_core.files import write_atomic
+        from fiffdepth_core.fileio import write_atomic
 
         folder = self.folder(step)
         if accelerator.is_main_process:
@@ -183,7 +183,7 @@ def swap_in(build, final: Path) -> Path:
 
 def export_model(unet, vae, embed, out_dir: Path, base_dir: Path | None, single_file: bool, dtype) -> Path:
     """The official diffusers layout (plus a one-file bundle on request) that FiffDepthLoader and the CLI load."""
-    from fiffdepth_core.export import export_bundle, export_diffusers
+    from fiffdepth_core.weights import export_bundle, export_diffusers
 
     text_dir = base_dir / "text_encoder" if base_dir is not None and (base_dir / "text_encoder").is_dir() else None
     tok_dir = base_dir / "tokenizer" if base_dir is not None and (base_dir / "tokenizer").is_dir() else None

@@ -20,8 +20,8 @@ if not __package__:  # started as `python train/<script>.py`: see train/script_r
 
 import numpy as np
 
-from fiffdepth_core.checkpoint import load_standalone
-from fiffdepth_core.predictor import PredictConfig
+from fiffdepth_core.method import PredictConfig
+from fiffdepth_core.weights import load_standalone
 from train.finetune import main as finetune
 from train.validation import build_validation, run_validation
 

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from fiffdepth_core.postprocess import colorize
+from fiffdepth_core.method import colorize
 
 from .config import flatten
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiffdepth_core.files import write_atomic
+from fiffdepth_core.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 

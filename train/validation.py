@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fiffdepth_core.metrics import evaluate_depth, mean_metrics
-from fiffdepth_core.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method import PredictConfig, evaluate_depth, mean_metrics, predict_depth
 
 
 @dataclass

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fiffdepth_core.depth_norm import normalize_depth
-from fiffdepth_core.image import resize
+from fiffdepth_core.method import normalize_depth, resize
 
 logger = logging.getLogger(__name__)
 

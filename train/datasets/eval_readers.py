@@ -37,7 +37,7 @@ IBIMS_DEPTH_DIVISOR = 65535.0 / 50.0  # uint16 covers 0..50 m
 def _imdecode(data: bytes, what: str) -> np.ndarray:
     import cv2
 
-    from fiffdepth_core.inputs import ImageInputError, check_image
+    from fiffdepth_core.fileio import ImageInputError, check_image
 
     try:  # the size from the header first: OpenCV would decode any size
         check_image(data, what=what, option="FIFFDEPTH_MAX_PIXELS")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiffdepth_core.files import IMAGE_EXTENSIONS, write_atomic
+from fiffdepth_core.fileio import IMAGE_EXTENSIONS, write_atomic
 
 from .common import SampleError
 from .raster_io import decode_photo, read_rgb

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fiffdepth_core.depth_norm import disparity_to_depth_target
+from fiffdepth_core.method import disparity_to_depth_target
 
 from .common import KeyedDataset, aug_rng, check_size, depth_sample, draw_flip, flip_sample, to_signed
 from .procedural_scene import render

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiffdepth_core.files import load_image, read_exr
-from fiffdepth_core.image import to_rgb
-from fiffdepth_core.inputs import ImageInputError, check_image
+from fiffdepth_core.fileio import ImageInputError, check_image, load_image, read_exr
+from fiffdepth_core.method import to_rgb
 
 from .common import SampleError
 
@@ -55,7 +54,7 @@ def decode_photo(data: bytes, what: str) -> torch.Tensor:
 def read_png_units(path: str | Path) -> torch.Tensor:
     """A single-channel 8- or 16-bit PNG as float32 ``[1,H,W]`` in its stored integer units (not scaled to 1).
 
-    ``fiffdepth_core.files.load_image`` maps integers to [0,1] and hides the bit depth, so depth PNGs are read
+    ``fiffdepth_core.fileio.images.load_image`` maps integers to [0,1] and hides the bit depth, so depth PNGs are read
     here with OpenCV (Pillow as fallback), keeping millimetres / centimetres exact.
     """
     path = Path(path)

@@ -12,10 +12,19 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
-from fiffdepth_core.depth_norm import disparity_to_depth_target
+from fiffdepth_core.method import disparity_to_depth_target
 
-from .common import (KeyedDataset, SampleError, aug_rng, check_dir, check_range, check_size, draw_flip, resize_rgb,
-                     to_signed)
+from .common import (
+    KeyedDataset,
+    SampleError,
+    aug_rng,
+    check_dir,
+    check_range,
+    check_size,
+    draw_flip,
+    resize_rgb,
+    to_signed,
+)
 from .image_sources import index_images, label_path, load_label, read_image
 
 DEFAULT_SIZE = (480, 640)

@@ -20,10 +20,19 @@ from pathlib import Path
 
 import torch
 
-from fiffdepth_core.files import IMAGE_EXTENSIONS, load_image
+from fiffdepth_core.fileio import IMAGE_EXTENSIONS, load_image
 
-from .common import (KeyedDataset, SampleError, aug_rng, check_dir, check_range, check_size, depth_range_mask,
-                     depth_sample, draw_flip)
+from .common import (
+    KeyedDataset,
+    SampleError,
+    aug_rng,
+    check_dir,
+    check_range,
+    check_size,
+    depth_range_mask,
+    depth_sample,
+    draw_flip,
+)
 from .raster_io import DEPTH_SUFFIXES, read_depth, read_rgb
 
 logger = logging.getLogger(__name__)

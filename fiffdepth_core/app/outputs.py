@@ -17,12 +17,15 @@ import re
 import tempfile
 from pathlib import Path
 
-from .files import IMAGE_EXTENSIONS, output_path
+from ..fileio.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 MANIFEST = ".fiffdepth-outputs.jsonl"
 SKIPPED_SUMMARY = "fiffdepth_skipped.txt"
+FORMATS = ("npy", "png16", "exr", "controlnet", "color")
+FORMAT_SUFFIX = {"npy": ".npy", "png16": "_depth16.png", "exr": ".exr", "controlnet": "_controlnet.png",
+                 "color": "_color.png"}
 
 
 class OutputError(ValueError):
@@ -99,6 +102,13 @@ def check_writable(folder: Path) -> None:
         raise OutputError(f"--output-dir {folder} is not writable: {err.strerror or err}") from None
 
 
+def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
+    """Where ``fmt`` output for the input called ``stem`` goes, e.g. ``<dir>/<stem>.npy``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"`format` must be one of {FORMATS}, got {fmt!r}")
+    return Path(output_dir) / f"{stem}{FORMAT_SUFFIX[fmt]}"
+
+
 def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overwrite: bool,
                  skip_existing: bool) -> tuple[dict[Path, dict[str, Path]], set[Path], list[Path]]:
     """(targets per image, outputs that may be replaced, images skipped as already done)."""
@@ -152,7 +162,7 @@ class Manifest:
 
 def write_skipped_summary(folder: Path, failures: list[tuple[Path, str]]) -> Path:
     """``fiffdepth_skipped.txt``: one ``path<TAB>reason`` line per input that was skipped."""
-    from .files import write_atomic
+    from ..fileio.writers import write_atomic
 
     text = "".join(f"{path}\t{reason}\n" for path, reason in failures)
     target = Path(folder) / SKIPPED_SUMMARY

@@ -21,12 +21,12 @@ EMBED_KEY = "empty_text_embed"
 def compute_empty_embedding(text_encoder_dir: str | Path, tokenizer_dir: str | Path) -> torch.Tensor:
     """Run the text encoder on the unpadded empty prompt (BOS, EOS) in fp32 on the CPU -> ``[1, 2, D]``.
 
-    The encoder's weights are checked key by key (:func:`~fiffdepth_core.text_encoder.load_text_encoder`), so a
+    The encoder's weights are checked key by key (:func:`~fiffdepth_core.weights.text_encoder.load_text_encoder`), so a
     file written by another transformers version is remapped, never silently left random.
     """
     from transformers import CLIPTokenizer
 
-    from .checkpoint import CheckpointError
+    from .layout import CheckpointError
     from .text_encoder import load_text_encoder
 
     try:
@@ -70,7 +70,7 @@ def write_embedding(path: str | Path, embed: torch.Tensor, overwrite: bool = Fal
     """Save ``embed`` ``[1, T, D]`` as a safetensors file (never replacing an existing file by default)."""
     from safetensors.torch import save_file
 
-    from .files import write_atomic
+    from ..fileio.writers import write_atomic
 
     tensor = embed.detach().float().cpu().contiguous()
     metadata = {"prompt": "", "padding": "none", "shape": "x".join(map(str, tensor.shape))}

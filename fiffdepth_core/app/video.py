@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import publish
+from ..fileio.writers import publish
 
 log = logging.getLogger(__name__)
 

@@ -208,11 +208,11 @@ class ProcessGroup:
 
 def gather_bounds(group: ProcessGroup, depths: list[torch.Tensor], low: float = 0.02,
                   high: float = 0.98) -> torch.Tensor | None:
-    """:func:`~fiffdepth_core.postprocess.whole_run_bounds` over every process's depth maps (a collective): the
+    """:func:`~fiffdepth_core.method.postprocess.whole_run_bounds` over every process's depth maps (a collective): the
     same two values one process would get from all the maps. None when no process has a map."""
     import numpy as np
 
-    from .postprocess import whole_run_bounds
+    from ..method.postprocess import whole_run_bounds
 
     flat = [d.reshape(-1).float().cpu() for d in depths]
     mine = torch.cat(flat).numpy() if flat else np.zeros(0, dtype=np.float32)

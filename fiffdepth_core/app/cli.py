@@ -1,11 +1,11 @@
 """Command line: ``python -m fiffdepth_core predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH``.
 
 Images of different sizes may be mixed: consecutive images of the same size are batched together; background
-workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.video_cli`. Every
+workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.app.video_cli`. Every
 output path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run early.
-Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs (:mod:`fiffdepth_core.parallel`).
+Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs (:mod:`fiffdepth_core.app.parallel`).
 Before the model loads, every input's header is read (unreadable or oversized files are reported together) and an
-output that would replace an input stops the run (:mod:`fiffdepth_core.inputs`, :mod:`fiffdepth_core.outputs`).
+output that would replace an input stops the run (:mod:`fiffdepth_core.fileio.headers`, :mod:`fiffdepth_core.app.outputs`).
 Errors end in one line; ``--debug`` shows the traceback.
 """
 
@@ -22,22 +22,33 @@ from pathlib import Path
 
 import torch
 
-from .families import FAMILY_CHOICES
-from .files import FORMATS, WRITERS, load_image, write_png8
-from .image import to_rgb
-from .inputs import check_decode, pixel_limit, prescan
-from .outputs import (Manifest, OutputError, OutputWriteError, check_writable, list_inputs, natural_key,
-                      plan_outputs, write_skipped_summary, written_here)
+from ..fileio.headers import pixel_limit, prescan
+from ..fileio.images import load_image
+from ..fileio.writers import WRITERS, write_png8
+from ..method.devices import DTYPES, free_memory, resolve_device, resolve_dtypes
+from ..method.families import FAMILY_CHOICES
+from ..method.image import to_rgb
+from ..method.planning import check_decode, check_memory, plan_config
+from ..method.postprocess import NORMALIZATIONS, colorize, controlnet_depth
+from ..method.predictor import DEFAULT_PROCESSING_RESOLUTION, PASSES, NonFiniteOutputError, PredictConfig, predict_depth
+from ..method.temporal import TEMPORAL_MODES
+from ..method.tiling import DEFAULT_TILE_SIZE, TileConfig
+from .outputs import (
+    FORMATS,
+    Manifest,
+    OutputError,
+    OutputWriteError,
+    check_writable,
+    list_inputs,
+    natural_key,
+    plan_outputs,
+    write_skipped_summary,
+    written_here,
+)
 from .parallel import ProcessGroup, WorkerFailedError, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
-from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
-from .predictor import DEFAULT_PROCESSING_RESOLUTION, PASSES, NonFiniteOutputError, PredictConfig, predict_depth
-from .temporal import TEMPORAL_MODES
-from .tiling import DEFAULT_TILE_SIZE, TileConfig
-from .video_cli import check_cache_space, check_video_targets, run_image_sequence, run_video, video_sizes
 from .video import is_video, list_videos, probe_video
-from .devices import DTYPES, free_memory, resolve_device, resolve_dtypes
-from .planning import check_memory, plan_config
+from .video_cli import check_cache_space, check_video_targets, run_image_sequence, run_video, video_sizes
 
 log = logging.getLogger("fiffdepth")
 AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory
@@ -195,7 +206,7 @@ def _terminate_as_interrupt():
 
 def run_predict(args) -> int:
     """One process, or this process's share of a data-parallel job (torchrun / accelerate launch: see
-    :mod:`fiffdepth_core.parallel`)."""
+    :mod:`fiffdepth_core.app.parallel`)."""
     processes = from_env()
     with ProcessGroup(processes, resolve_device(processes.device(args.device))) as group:
         return _run_predict(args, group)
@@ -249,7 +260,7 @@ def _run_predict(args, group: ProcessGroup) -> int:
                            depth_pass=args.depth_pass)
     device = group.device
     unet_dtype, vae_dtype = resolve_dtypes(args.dtype, device)
-    from .checkpoint import load_standalone
+    from ..weights.checkpoint import load_standalone
 
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
     backbone = load_standalone(args.checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype,

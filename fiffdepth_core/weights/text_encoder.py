@@ -30,10 +30,10 @@ def _bare(key: str) -> str:
 
 
 def weights_file(folder: Path) -> Path:
-    from .checkpoint import CheckpointError, _find_weights
+    from .layout import CheckpointError, find_weights
 
     for stem in WEIGHT_STEMS:
-        found = _find_weights(folder, stem)
+        found = find_weights(folder, stem)
         if found is not None:
             return found
     raise CheckpointError(f"{folder}: no text encoder weights (expected model.safetensors or pytorch_model.bin)")
@@ -42,9 +42,9 @@ def weights_file(folder: Path) -> Path:
 def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     """The text encoder weights of ``folder`` with bare keys (``embeddings.*``, ``encoder.*``,
     ``final_layer_norm.*``), whichever transformers version wrote them; non-text CLIP keys are dropped."""
-    from .checkpoint import _load_file
+    from .layout import load_weights_file
 
-    state_dict = _load_file(weights_file(Path(folder)))
+    state_dict = load_weights_file(weights_file(Path(folder)))
     return {_bare(k): v for k, v in state_dict.items()
             if not k.startswith(("vision_model.", "visual_projection.")) and _bare(k) not in IGNORED}
 
@@ -52,7 +52,7 @@ def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
 def fit_state_dict(expected: list[str], weights: dict[str, torch.Tensor], where) -> dict[str, torch.Tensor]:
     """``weights`` (bare keys) renamed to the ``expected`` keys of the installed ``CLIPTextModel``; a
     CheckpointError unless every expected parameter is present (optional buffers aside) and nothing is left over."""
-    from .checkpoint import CheckpointError
+    from .layout import CheckpointError
 
     by_bare = {_bare(k): k for k in expected}
     fitted = {by_bare[k]: v for k, v in weights.items() if k in by_bare}
@@ -85,7 +85,7 @@ def write_text_encoder(source: str | Path, target: str | Path, overwrite: bool =
     transformers 4 and 5 both read (a checkpoint saved by either version goes in)."""
     from safetensors.torch import save_file
 
-    from .files import write_atomic
+    from ..fileio.writers import write_atomic
 
     source, target = Path(source), Path(target)
     config = json.loads((source / "config.json").read_text())

@@ -8,8 +8,8 @@ A backbone turns pixels into *scaled* latents and back, and runs the UNet once a
 | ``denoise(latent, t)`` | scaled latent, int timestep (0, -1, or a ``[B]`` tensor) | raw UNet output ``[B,4,h,w]`` |
 | ``decode(latent)`` | scaled latent | unclamped VAE decode of latent / scale, ``[B,3,H,W]`` |
 
-A backbone carries the :class:`~fiffdepth_core.families.Family` it runs (``backbone.family``); ``denoise`` builds the
-UNet call with :meth:`~fiffdepth_core.families.Family.unet_inputs` (E2E-FT's zero latent concatenated, Lotus' class
+A backbone carries the :class:`~fiffdepth_core.method.families.Family` it runs (``backbone.family``); ``denoise`` builds the
+UNet call with :meth:`~fiffdepth_core.method.families.Family.unet_inputs` (E2E-FT's zero latent concatenated, Lotus' class
 label), so for FiffDepth the raw output is the depth latent itself and for the others the predictor converts it.
 Outputs are float32 on the backbone's device. No verb switches autograd off: training calls ``denoise`` with
 gradients, inference wraps the calls in ``torch.inference_mode``. The ComfyUI backbone lives in ``nodes/``.

@@ -2,7 +2,7 @@
 
 The other one-step families (Lotus-D, GenPercept, Marigold-E2E-FT) run through the same steps; where they differ
 (timestep, output conversion, decode rule, min-max, disparity, resize back) the predictor asks the backbone's
-:class:`~fiffdepth_core.families.Family` record and nothing else.
+:class:`~fiffdepth_core.method.families.Family` record and nothing else.
 
 Shape letters: B images, H x W input size, PH x PW processing size, QH x QW padded size (multiples of
 ``pad_multiple``), h x w latent size (QH/8 x QW/8).
@@ -111,7 +111,7 @@ def predict_depth(backbone: Backbone, images: torch.Tensor, config: PredictConfi
     """Affine-invariant depth in [0,1] (0 = near, 1 = far) for a batch of same-sized images.
 
     Args:
-        backbone: a :class:`~fiffdepth_core.backbone.Backbone` (standalone or ComfyUI).
+        backbone: a :class:`~fiffdepth_core.method.backbone.Backbone` (standalone or ComfyUI).
         images: ``[B,C,H,W]`` float in [0,1]; C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA).
         config: resolution, padding, batching and pass; see :class:`PredictConfig`.
         progress: called as ``progress(steps_done, steps_total)`` after each model call.

@@ -1,4 +1,4 @@
-"""Writing FiffDepth checkpoints in the layouts :mod:`fiffdepth_core.checkpoint` loads.
+"""Writing FiffDepth checkpoints in the layouts :mod:`fiffdepth_core.weights.checkpoint` loads.
 
 Every export describes itself: configs travel with the weights and the empty-prompt embedding is included, so
 ``FiffDepthLoader`` and the CLI need nothing else. Existing outputs are never replaced unless asked.
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .backbone import unwrap_module
-from .files import write_atomic
+from ..fileio.writers import write_atomic
+from ..method.backbone import unwrap_module
 from .text_embed import EMBED_FILE, EMBED_KEY, write_embedding
 from .text_encoder import write_text_encoder
 

@@ -8,7 +8,7 @@ A video ``clip.mp4`` gives, in the output folder:
 * ``clip_controlnet.mp4``: the 8-bit ControlNet map (near = white) at the source frame rate, always;
 * ``clip_color.mp4``: the colour preview, with ``--format color``.
 
-Both passes stream (see :mod:`fiffdepth_core.sequence`): the depth cache lives in a temporary folder inside the
+Both passes stream (see :mod:`fiffdepth_core.app.sequence`): the depth cache lives in a temporary folder inside the
 output folder and is removed at the end, whatever happens.
 """
 
@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from .files import WRITERS, load_image, output_path, write_png8
-from .image import to_rgb
-from .outputs import MANIFEST, Manifest, OutputError, written_here
-from .postprocess import colorize
+from ..fileio.images import load_image
+from ..fileio.writers import WRITERS, write_png8
+from ..method.image import to_rgb
+from ..method.postprocess import colorize
+from .outputs import MANIFEST, Manifest, OutputError, output_path, written_here
 from .sequence import DepthCache, first_pass, second_pass, stream_pass
 from .video import VideoInfo, VideoWriter, probe_video, read_frames
 
@@ -151,9 +152,9 @@ def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args
     """Depth for every frame of ``video``; returns the frame count. ``progress(total, unit, desc)`` makes a bar.
     ``replace_ours``: frame files an earlier, unfinished run wrote may be replaced (``--skip-existing``).
 
-    Every file written is recorded in its folder's output log (:class:`~fiffdepth_core.outputs.Manifest`), so a
+    Every file written is recorded in its folder's output log (:class:`~fiffdepth_core.app.outputs.Manifest`), so a
     later run over these folders does not take the depth frames or videos as inputs. ``info``: the video's
-    :func:`~fiffdepth_core.video.probe_video`, when the caller has it already."""
+    :func:`~fiffdepth_core.app.video.probe_video`, when the caller has it already."""
     info = info or probe_video(video)
     targets = video_targets(video, args.output_dir, args.format)
     depth_formats = [fmt for fmt in args.format if fmt in DEPTH_FORMATS]

@@ -1,7 +1,7 @@
 """Depth for frame sequences (videos, numbered image folders) in bounded memory: two passes over a disk cache.
 
 Pass 1 runs the model frame batch by frame batch, aligns each frame over time when asked
-(:mod:`fiffdepth_core.temporal`) and appends the float32 depth to a cache file, keeping only the running minimum
+(:mod:`fiffdepth_core.method.temporal`) and appends the float32 depth to a cache file, keeping only the running minimum
 and maximum. Between the passes, whole-sequence bounds come from the cache: the affine map that takes aligned depth
 to [0, 1] and the ControlNet normalisation quantiles (a fine histogram, read frame by frame). Pass 2 reads each
 frame back, applies the bounds and hands it to a sink that writes files or video frames. The cache is read with
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .postprocess import controlnet_depth
-from .stats import quantiles
-from .temporal import AlignConfig, TemporalAligner, unit_range
+from ..method.postprocess import controlnet_depth
+from ..method.stats import quantiles
+from ..method.temporal import AlignConfig, TemporalAligner, unit_range
 
 log = logging.getLogger(__name__)
 

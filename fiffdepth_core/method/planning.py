@@ -1,7 +1,7 @@
 """Run planning before any work: memory estimates, VAE tiling, automatic batch size, and the memory check.
 
 The CLI, the ComfyUI node and the WebUI make these choices the same way, each from a free-memory figure it measures
-itself (``fiffdepth_core.devices.free_memory``, or the host's own).
+itself (``fiffdepth_core.method.devices.free_memory``, or the host's own).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import torch
 
+from ..fileio.headers import ImageHeader
 from .image import processing_size
 from .tiling import DEFAULT_TILE_SIZE, TileConfig
 
@@ -124,3 +125,12 @@ def plan_config(config, batch_shape, free_bytes: int | None, unet_dtype: torch.d
     if auto_batch:
         config = replace(config, batch_size=auto_batch_size(batch_shape, config, free_bytes, unet_dtype, vae_dtype))
     return config
+
+
+def check_decode(header: ImageHeader, free_bytes: int | None, what) -> None:
+    """Refuse to decode an image whose decoded arrays alone would not fit in ``free_bytes`` (None: unknown)."""
+    need = header.decode_bytes()
+    if free_bytes is not None and need > free_bytes:
+        raise InsufficientMemoryError(
+            f"{what}: decoding this {header.width}x{header.height} image needs about {need / 2**30:.1f} GiB of "
+            f"memory but {free_bytes / 2**30:.1f} GiB is free: downscale it first or free memory")

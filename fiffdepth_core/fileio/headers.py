@@ -160,14 +160,3 @@ def prescan(paths: list[Path], max_pixels: int | None = None,
         except ImageInputError as err:
             failures.append((path, str(err)))
     return headers, failures
-
-
-def check_decode(header: ImageHeader, free_bytes: int | None, what) -> None:
-    """Refuse to decode an image whose decoded arrays alone would not fit in ``free_bytes`` (None: unknown)."""
-    from .planning import InsufficientMemoryError
-
-    need = header.decode_bytes()
-    if free_bytes is not None and need > free_bytes:
-        raise InsufficientMemoryError(
-            f"{what}: decoding this {header.width}x{header.height} image needs about {need / 2**30:.1f} GiB of "
-            f"memory but {free_bytes / 2**30:.1f} GiB is free: downscale it first or free memory")

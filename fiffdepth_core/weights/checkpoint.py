@@ -9,9 +9,9 @@ Layouts:
   ``empty_text_embed.safetensors`` (configs in each file's metadata, or ``unet_config.json`` /
   ``vae_config.json``, or else the SD2 geometry).
 * ``bundle``: one ``.safetensors`` file holding ``unet.*``, ``vae.*`` and ``empty_text_embed`` (configs in its
-  metadata), as written by :func:`fiffdepth_core.export.export_bundle`.
+  metadata), as written by :func:`fiffdepth_core.weights.export.export_bundle`.
 
-The same diffusers layout holds the other one-step families (:mod:`fiffdepth_core.families`): Lotus-D and
+The same diffusers layout holds the other one-step families (:mod:`fiffdepth_core.method.families`): Lotus-D and
 Marigold-E2E-FT pipeline folders as published, and GenPercept's folder, whose UNets sit in ``unet_<task>_<version>/``
 folders beside ``vae/`` (the folder itself, or one ``unet_*`` folder inside it, is the checkpoint). The family is
 detected from the UNet config, ``scheduler/scheduler_config.json``, ``model_index.json`` and the folder names, or
@@ -24,21 +24,33 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from ..method.families import FIFFDEPTH, Family, FamilyError, detect_family
+from .layout import (
+    CheckpointError,
+    check_config_types,
+    find_weights,
+    listing,
+    load_weights_file,
+    read_json,
+    read_safetensors_header,
+)
 from .sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
-from .families import FIFFDEPTH, Family, FamilyError, detect_family
-from .text_embed import (EMBED_FILE, EMBED_KEY, cache_embedding, checked_embedding, compute_empty_embedding,
-                         read_embedding)
+from .text_embed import (
+    EMBED_FILE,
+    EMBED_KEY,
+    cache_embedding,
+    checked_embedding,
+    compute_empty_embedding,
+    read_embedding,
+)
 
 log = logging.getLogger(__name__)
 
-WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".fp16.safetensors", ".bin", ".bin.index.json",
-                   ".fp16.bin")
 LAYOUT_HELP = (
     "expected one of:\n"
     "  - a diffusers pipeline folder: model_index.json, unet/{config.json, diffusion_pytorch_model.safetensors},\n"
@@ -46,10 +58,6 @@ LAYOUT_HELP = (
     f"{EMBED_FILE}\n"
     f"  - a folder with unet.safetensors, vae.safetensors and {EMBED_FILE}\n"
     "  - a single .safetensors bundle with unet.*, vae.* and empty_text_embed tensors")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, incomplete, malformed, or not a FiffDepth checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -73,52 +81,9 @@ class CheckpointInfo:
         return float(self.vae_config.get("scaling_factor", 0.18215))
 
 
-def _listing(folder: Path) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    return ", ".join(names[:30]) + (" ..." if len(names) > 30 else "") if names else "(empty folder)"
-
-
-def _find_weights(folder: Path, stem: str) -> Path | None:
-    for suffix in WEIGHT_SUFFIXES:
-        candidate = folder / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object ({{...}}), got {type(data).__name__}")
-    return data
-
-
-# Config entries diffusers uses as sizes and counts: they must be whole numbers (a float breaks model building).
-INT_KEYS = ("in_channels", "out_channels", "latent_channels", "sample_size", "cross_attention_dim",
-            "layers_per_block", "norm_num_groups", "attention_head_dim", "num_attention_heads", "block_out_channels",
-            "transformer_layers_per_block", "num_class_embeds", "projection_class_embeddings_input_dim")
-
-
-def check_config_types(config: dict, where, part: str) -> None:
-    """Refuse size/count entries that are not integers (or lists of integers) with one clear message."""
-    def whole(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-    for key in INT_KEYS:
-        value = config.get(key)
-        if value is None:
-            continue
-        if not (whole(value) or (isinstance(value, (list, tuple)) and value and all(whole(v) for v in value))):
-            raise CheckpointError(f"{where}: `{key}` in the {part} config must be a whole number (or a list of them), "
-                                  f"got {value!r}")
-
-
 def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo:
     """Identify the layout and family of ``path`` and validate it; raises :class:`CheckpointError` listing what is
-    wrong. ``family`` is ``"auto"`` (detect) or a name from :data:`fiffdepth_core.families.FAMILIES`."""
+    wrong. ``family`` is ``"auto"`` (detect) or a name from :data:`fiffdepth_core.method.families.FAMILIES`."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}\n{LAYOUT_HELP}")
@@ -132,7 +97,7 @@ def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo
     elif (path / "unet.safetensors").is_file():
         info = _inspect_single_files(path)
     else:
-        raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder; found: {_listing(path)}\n{LAYOUT_HELP}")
+        raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder; found: {listing(path)}\n{LAYOUT_HELP}")
     check_config_types(info.unet_config, path, "unet")
     check_config_types(info.vae_config, path, "vae")
     unet_file = info.weights.get("unet")
@@ -183,8 +148,8 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
         if not (folder / "config.json").is_file():
             problems.append(f"missing {folder.relative_to(path)}/config.json")
         else:
-            configs[part] = _read_json(folder / "config.json")
-        found = _find_weights(folder, "diffusion_pytorch_model") if folder.is_dir() else None
+            configs[part] = read_json(folder / "config.json")
+        found = find_weights(folder, "diffusion_pytorch_model") if folder.is_dir() else None
         if found is None:
             problems.append(f"missing {folder.relative_to(path)}/diffusion_pytorch_model.safetensors (or .bin / "
                             "sharded / .fp16)")
@@ -192,7 +157,7 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
     embed = path / EMBED_FILE
     text_dir, tok_dir = path / "text_encoder", path / "tokenizer"
     has_text = (text_dir / "config.json").is_file() and (
-        _find_weights(text_dir, "model") or _find_weights(text_dir, "pytorch_model")) is not None
+        find_weights(text_dir, "model") or find_weights(text_dir, "pytorch_model")) is not None
     has_tok = (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file()
     if not embed.is_file() and not (has_text and has_tok):
         problems.append(f"missing the empty-prompt embedding: neither {EMBED_FILE} nor a complete text_encoder/ "
@@ -201,27 +166,14 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
                          "stabilityai/stable-diffusion-2-1 into this folder)" if unet_dir.name != "unet" else ""))
     if problems:
         raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
-                              f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
-    optional = {name: _read_json(path / name) if (path / name).is_file() else None
+                              f"\nfound: {listing(path)}\n{LAYOUT_HELP}")
+    optional = {name: read_json(path / name) if (path / name).is_file() else None
                 for name in ("scheduler/scheduler_config.json", "model_index.json")}
     return CheckpointInfo(path, "diffusers", configs["unet"], configs["vae"], weights,
                           embed if embed.is_file() else None,
                           text_dir if has_text else None, tok_dir if has_tok else None,
                           scheduler_config=optional["scheduler/scheduler_config.json"],
                           model_index=optional["model_index.json"])
-
-
-def _header(path: Path, shape_of: str | None = None) -> tuple[list[str], dict, list | None]:
-    """Keys, metadata and (if ``shape_of`` names a present tensor) that tensor's shape, from one header read."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            keys = list(handle.keys())
-            shape = handle.get_slice(shape_of).get_shape() if shape_of in keys else None
-            return keys, dict(handle.metadata() or {}), shape
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path} is not a readable .safetensors file: {err}") from err
 
 
 def _config_from(metadata: dict, key: str, sidecar: Path | None, default: dict, conv_in_shape) -> dict:
@@ -234,7 +186,7 @@ def _config_from(metadata: dict, key: str, sidecar: Path | None, default: dict, 
             raise CheckpointError(f"the `{key}` metadata entry must be a JSON object, got {type(config).__name__}")
         return config
     if sidecar is not None and sidecar.is_file():
-        return _read_json(sidecar)
+        return read_json(sidecar)
     config = dict(default)
     if conv_in_shape is not None:
         config["in_channels"] = int(conv_in_shape[1])
@@ -254,7 +206,7 @@ def _check_keys(keys: list[str], prefix: str, where: Path, part: str) -> None:
 def _inspect_bundle(path: Path) -> CheckpointInfo:
     if path.suffix != ".safetensors":
         raise CheckpointError(f"{path}: single-file checkpoints must be .safetensors bundles\n{LAYOUT_HELP}")
-    keys, metadata, conv_in = _header(path, "unet.conv_in.weight")
+    keys, metadata, conv_in = read_safetensors_header(path, "unet.conv_in.weight")
     _check_keys(keys, "unet.", path, "unet")
     _check_keys(keys, "vae.", path, "vae")
     if EMBED_KEY not in keys:
@@ -270,9 +222,9 @@ def _inspect_single_files(path: Path) -> CheckpointInfo:
     problems = [f"missing {name}" for name in ("vae.safetensors", EMBED_FILE) if not (path / name).is_file()]
     if problems:
         raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
-                              f"\nfound: {_listing(path)}\n{LAYOUT_HELP}")
-    unet_keys, unet_meta, conv_in = _header(path / "unet.safetensors", "conv_in.weight")
-    vae_keys, vae_meta, _ = _header(path / "vae.safetensors")
+                              f"\nfound: {listing(path)}\n{LAYOUT_HELP}")
+    unet_keys, unet_meta, conv_in = read_safetensors_header(path / "unet.safetensors", "conv_in.weight")
+    vae_keys, vae_meta, _ = read_safetensors_header(path / "vae.safetensors")
     _check_keys(unet_keys, "", path / "unet.safetensors", "unet")
     _check_keys(vae_keys, "", path / "vae.safetensors", "vae")
     unet_cfg = _config_from(unet_meta, "config", path / "unet_config.json", SD2_UNET_CONFIG, conv_in)
@@ -283,37 +235,9 @@ def _inspect_single_files(path: Path) -> CheckpointInfo:
 
 
 def _exported_index(metadata: dict) -> dict | None:
-    """Files written by :mod:`fiffdepth_core.export` say so in their metadata: they hold FiffDepth models (a
+    """Files written by :mod:`fiffdepth_core.weights.export` say so in their metadata: they hold FiffDepth models (a
     Lotus-D UNet fine-tuned with FiffDepth's objective keeps its class embedding but runs FiffDepth's pass)."""
     return {"_class_name": "FiffDepthPipeline"} if metadata.get("format", "").startswith("fiffdepth") else None
-
-
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    name = path.name
-    if name.endswith(".index.json"):
-        weight_map = _read_json(path).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map or \
-                not all(isinstance(v, str) for v in weight_map.values()):
-            raise CheckpointError(f"{path}: `weight_map` must map tensor names to shard file names")
-        merged: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            if shard in ("", ".", "..") or "/" in shard or "\\" in shard or shard.endswith(".index.json"):
-                raise CheckpointError(f"{path}: shard {shard!r} is not a file name in the index's own folder "
-                                      "(shard indexes may not point elsewhere)")
-            merged.update(_load_file(path.parent / shard))
-        return merged
-    try:
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: exactly what must not be done
-        raise CheckpointError(f"{path} is not a plain tensor file: it holds Python objects other than tensors, and "
-                              "loading those could run code, so it is refused; convert it to .safetensors from a "
-                              "source you trust") from None
-    except Exception as err:
-        raise CheckpointError(f"cannot read weights {path}: {err}") from None
 
 
 def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
@@ -321,7 +245,7 @@ def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
     if part not in ("unet", "vae"):
         raise ValueError(f"`part` must be 'unet' or 'vae', got {part!r}")
     if info.layout != "bundle":
-        return _load_file(info.weights[part])
+        return load_weights_file(info.weights[part])
     from safetensors import safe_open
 
     prefix = f"{part}."
@@ -382,7 +306,7 @@ def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: s
 
 def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                     vae_dtype: torch.dtype | None = None, channels_last: bool = False, family: str = "auto"):
-    """Load a checkpoint as a :class:`~fiffdepth_core.backbone.StandaloneBackbone` (needs diffusers).
+    """Load a checkpoint as a :class:`~fiffdepth_core.method.backbone.StandaloneBackbone` (needs diffusers).
 
     ``family`` is ``"auto"`` (detected from the checkpoint) or a family name (``fiffdepth``, ``lotus-d``, ...).
 
@@ -393,7 +317,7 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
         from diffusers import AutoencoderKL, UNet2DConditionModel
     except ImportError as err:
         raise ImportError("the standalone backbone needs diffusers: pip install 'fiffdepth[standalone]'") from err
-    from .backbone import StandaloneBackbone
+    from ..method.backbone import StandaloneBackbone
 
     info = inspect_checkpoint(path, family)
     embed = empty_embedding(info)
@@ -445,7 +369,7 @@ def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
 
 def _is_bundle(path: Path) -> bool:
     try:
-        keys, _, _ = _header(path)
+        keys, _, _ = read_safetensors_header(path)
     except CheckpointError:
         return False
     return "unet.conv_in.weight" in keys and "vae.encoder.conv_in.weight" in keys

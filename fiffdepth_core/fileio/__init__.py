@@ -1,0 +1,13 @@
+"""Files in and out, under every wing: one image reader (headers checked before pixels) and atomic writers
+that never replace a file by accident. Used by the weights (cache writes), the hosts, training and the CLI.
+"""
+
+from .headers import ImageHeader, ImageInputError, check_image, pixel_limit, prescan, read_header
+from .images import IMAGE_EXTENSIONS, list_images, load_image
+from .writers import WRITERS, json_safe, publish, read_exr, write_atomic, write_exr, write_npy, write_png16, write_png8
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "ImageHeader", "ImageInputError", "WRITERS", "check_image", "json_safe", "list_images",
+    "load_image", "pixel_limit", "prescan", "publish", "read_exr", "read_header", "write_atomic", "write_exr",
+    "write_npy", "write_png16", "write_png8",
+]
