@@ -34,6 +34,9 @@ def _patch(module_name: str, name: str, crash_rank: int | None, calls: int | Non
         return result
 
     setattr(module, name, wrapper)
+    for other in list(sys.modules.values()):  # packages re-exporting it (fiffdepth_core.fileio.write_npy) too
+        if other is not module and getattr(other, name, None) is original:
+            setattr(other, name, wrapper)
     for table in vars(module).values():  # registries such as fiffdepth_core.fileio.writers.WRITERS hold the function too
         if isinstance(table, dict):
             for key, value in list(table.items()):
