@@ -124,6 +124,14 @@ def test_streaming_equals_batch_and_normalised_clip_spans_unit_range():
     assert torch.allclose(unit, (batch - low) / (high - low), atol=1e-6)  # one affine for the whole clip
 
 
+def test_normalised_clip_ends_exactly_at_zero_and_one():
+    """The clip's nearest and farthest points are exactly 0 and 1, not an ulp off (``scale * x + shift`` with
+    ``scale = 1 / (high - low)`` ends this clip at 0.99999994)."""
+    clip = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(4)) * 0.5 + 0.2
+    unit, _ = align_sequence(clip)
+    assert float(unit.min()) == 0.0 and float(unit.max()) == 1.0
+
+
 def test_bad_input_is_named():
     aligner = TemporalAligner()
     aligner.update(torch.zeros(8, 8))

@@ -259,6 +259,7 @@ def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(), no
         steps.append(step)
     if normalize:
         low, high = (float(v) for v in torch.aminmax(out))
-        scale, shift = unit_range(low, high)
-        out.mul_(scale).add_(shift).clamp_(0.0, 1.0)  # the clamp only removes rounding error
+        if high > low:  # (x - low) / (high - low): exactly 0 and 1 at the ends, where scale * x + shift may miss by an ulp
+            out.sub_(low).div_(high - low)
+        out.clamp_(0.0, 1.0)  # only removes rounding error (a flat clip stays as it is)
     return out, steps
