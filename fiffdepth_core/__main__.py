@@ -4,4 +4,4 @@ import sys
 
 from .app.cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m fiffdepth_core"))

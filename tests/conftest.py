@@ -30,3 +30,22 @@ def tiny_backbone(tiny_checkpoint):
     """The tiny checkpoint loaded as a standalone fp32 CPU backbone."""
     return load_standalone(tiny_checkpoint, device="cpu", dtype=torch.float32)
 
+
+
+@pytest.fixture
+def cli_error(caplog):
+    """``cli_error(argv)`` runs the command line in this process, checks that it failed with the one exit status
+    for errors and logged exactly one error report, and returns that report as the user sees it: ``ERROR <what>:
+    <value> (<allowed>)``, the details indented under it, the hint on the last line."""
+    from fiffdepth_core.app.cli import main
+    from fiffdepth_core.app.errors import EXIT_ERROR, ErrorFormatter
+
+    def run(argv: list[str]) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            code = main(argv)
+        reports = [r for r in caplog.records if getattr(r, "hint", None)]
+        assert code == EXIT_ERROR and len(reports) == 1, (code, caplog.text)
+        return ErrorFormatter().format(reports[0])
+
+    return run

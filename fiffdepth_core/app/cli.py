@@ -1,4 +1,4 @@
-"""Command line: ``python -m fiffdepth_core predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH``.
+"""Command line: ``fiffdepth predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH`` (or ``python -m fiffdepth_core``).
 
 Images of different sizes may be mixed: consecutive images of the same size are batched together; background
 workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.app.video_cli`. Every
@@ -6,7 +6,7 @@ output path is checked before the model loads, so an existing file (without ``--
 Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs (:mod:`fiffdepth_core.app.parallel`).
 Before the model loads, every input's header is read (unreadable or oversized files are reported together) and an
 output that would replace an input stops the run (:mod:`fiffdepth_core.fileio.headers`, :mod:`fiffdepth_core.app.outputs`).
-Errors end in one line; ``--debug`` shows the traceback.
+Every error takes one form (:mod:`fiffdepth_core.app.errors`); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -22,19 +22,18 @@ from pathlib import Path
 
 import torch
 
-from ..fileio.headers import pixel_limit, prescan
-from ..fileio.images import load_image
+from ..fileio.errors import UserInputError
+from ..fileio.headers import pixel_count, pixel_limit, prescan
+from ..fileio.images import IMAGE_EXTENSIONS, load_image
 from ..fileio.writers import WRITERS, write_png8
-from ..method.devices import DTYPES, free_memory, resolve_device, resolve_dtypes
-from ..method.families import FAMILY_CHOICES
+from ..method.devices import free_memory, resolve_device, resolve_dtypes
 from ..method.image import to_rgb
 from ..method.planning import check_decode, check_memory, plan_config
-from ..method.postprocess import NORMALIZATIONS, colorize, controlnet_depth
-from ..method.predictor import DEFAULT_PROCESSING_RESOLUTION, PASSES, NonFiniteOutputError, PredictConfig, predict_depth
-from ..method.temporal import TEMPORAL_MODES
-from ..method.tiling import DEFAULT_TILE_SIZE, TileConfig
+from ..method.postprocess import colorize, controlnet_depth
+from ..method.predictor import NonFiniteOutputError, PredictConfig, predict_depth
+from .errors import EXIT_INTERRUPTED, report, setup_logging
+from .options import build_parser, check_args, parse_args
 from .outputs import (
-    FORMATS,
     Manifest,
     OutputError,
     OutputWriteError,
@@ -45,7 +44,7 @@ from .outputs import (
     write_skipped_summary,
     written_here,
 )
-from .parallel import ProcessGroup, WorkerFailedError, from_env, gather_bounds
+from .parallel import ProcessGroup, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
 from .video import is_video, list_videos, probe_video
 from .video_cli import check_cache_space, check_video_targets, run_image_sequence, run_video, video_sizes
@@ -54,68 +53,10 @@ log = logging.getLogger("fiffdepth")
 AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fiffdepth_core", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="estimate depth for images and folders of images")
-    p.add_argument("inputs", nargs="+", help="image and video files and/or folders of them (not recursive)")
-    p.add_argument("--checkpoint", required=True, help="FiffDepth checkpoint: diffusers folder, folder of "
-                   "single files, or one .safetensors bundle")
-    p.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
-                   help="model family (default auto: detected from the checkpoint): fiffdepth, lotus-d, "
-                        "lotus-d-disparity, genpercept, genpercept-disparity or marigold-e2e-ft")
-    p.add_argument("--processing-resolution", type=int, default=DEFAULT_PROCESSING_RESOLUTION,
-                   help=f"long edge the model sees, in px (default {DEFAULT_PROCESSING_RESOLUTION}; 0 = native size)")
-    p.add_argument("--batch-size", type=int, default=1,
-                   help="images per model call (default 1; 0 = as many as fit in free memory)")
-    p.add_argument("--format", nargs="+", default=["npy", "png16"], choices=FORMATS, metavar="FORMAT",
-                   help=f"outputs to write, any of {', '.join(FORMATS)} (default: npy png16)")
-    p.add_argument("--output-dir", default="fiffdepth_output", help="folder for outputs (default ./fiffdepth_output)")
-    p.add_argument("--pass", dest="depth_pass", default="detailed", choices=PASSES,
-                   help="detailed = t=0 (the paper's output); filtered = t=-1 low-pass pass")
-    p.add_argument("--normalization", default=None, choices=NORMALIZATIONS,
-                   help="ControlNet output: normalise each image, or the whole run at once (default: per_image for "
-                   "images, whole_batch for videos and --temporal align/stabilize)")
-    p.add_argument("--temporal", default="auto", choices=("auto", *TEMPORAL_MODES),
-                   help="align: treat a video (or the images, in name order) as one clip and align each frame's "
-                   "depth in scale and shift to a running reference, so it does not flicker; the clip's depth is "
-                   "then rescaled as a whole to [0,1]. stabilize: align, then average each pixel's noise-level "
-                   "changes over a few frames (larger changes pass at once); the steadiest video depth. off: each "
-                   "frame's own depth. auto (default): stabilize for videos, off for images")
-    p.add_argument("--stream-window", type=int, default=0, metavar="FRAMES",
-                   help="videos and image sequences: 0 = whole-clip bounds, two passes over a float32 disk cache in "
-                   "the output folder (default); N = one pass with no cache, for clips of any length: each frame is "
-                   "written with bounds averaged over the N frames around it (N/2 frames held in memory)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, ...")
-    p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="UNet precision (auto: fp32 on CPU, "
-                   "bf16 on GPUs that have it, else fp16)")
-    p.add_argument("--vae-tiling", default="auto", choices=("auto", "on", "off"),
-                   help="tiled VAE for large images (auto: when the whole image would not fit in memory)")
-    p.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE,
-                   help=f"VAE tile size in px when tiling (default {DEFAULT_TILE_SIZE})")
-    p.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"),
-                   help="NHWC memory layout for faster convolutions (auto: on for CUDA)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the models: the first image of each size "
-                   "compiles (about a minute on a GPU), later ones run faster")
-    p.add_argument("--workers", type=int, default=None, help="processes decoding images ahead of the model "
-                   "(default: up to 4 per process, as the cores allow; 0 = decode on the main thread)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
-    p.add_argument("--skip-existing", action="store_true", help="skip images whose outputs all exist (resume a "
-                   "half-done folder)")
-    p.add_argument("--on-error", default="stop", choices=("stop", "skip"), help="an unreadable input: stop before "
-                   "the model loads (default), or skip it and list it in fiffdepth_skipped.txt at the end")
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs with more pixels than this "
-                   "(default: Pillow's limit, about 89.5 million, or $FIFFDEPTH_MAX_PIXELS; 0 = no limit)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
-    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    return parser
+class InputsError(UserInputError):
+    """Some inputs cannot be used (each is a detail line of the error)."""
 
-
-class InputsError(ValueError):
-    """Some inputs cannot be read (each was logged above the final line)."""
-
-
-
+    what = "inputs"
 
 
 
@@ -139,8 +80,8 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
             else:
                 continue
         except OSError as err:
-            raise OutputWriteError(f"cannot write {target}: {err.strerror or err}; the outputs written so far are complete "
-                              "(rerun with --skip-existing to continue)") from err
+            raise OutputWriteError(f"cannot write {target}: {err.strerror or err}", "the outputs written so far are "
+                                   "complete: rerun with --skip-existing to continue") from err
         manifest.record(target)
     if "controlnet" in targets and args.normalization == "whole_batch":
         batch_depths.append((targets["controlnet"], depth))
@@ -152,15 +93,16 @@ def _check_inputs(args) -> tuple[list[Path], list[Path], dict, list]:
     videos = [v for v in list_videos(args.inputs) if v.name not in written_here(v.parent)]  # not our own outputs
     found = list_inputs(args.inputs) + sorted(videos, key=natural_key)
     if not found:
-        raise SystemExit("error: no images or videos found in " + ", ".join(args.inputs))
+        raise UserInputError("no images or videos found in " + ", ".join(args.inputs), "image files ("
+                             + " ".join(IMAGE_EXTENSIONS) + "), videos, or folders holding them (not searched "
+                             "recursively)", what="inputs")
     videos, images = [p for p in found if is_video(p)], [p for p in found if not is_video(p)]
     headers, failures = prescan(images, args.max_pixels)
     failures += _check_videos(videos, args.max_pixels, headers)
     if failures and args.on_error == "stop":
-        for _, reason in failures:
-            log.error("%s", reason)
-        raise InputsError(f"{len(failures)} of {len(found)} input(s) cannot be used (listed above); nothing was "
-                          "loaded or written: fix or remove them, or pass --on-error skip to process the rest")
+        raise InputsError(f"{len(failures)} of {len(found)} input(s) cannot be used", "nothing was loaded or "
+                          "written: fix or remove them, or pass --on-error skip to process the rest",
+                          details=[reason for _, reason in failures])
     for _, reason in failures:
         log.warning("skipping %s", reason)
     bad = {p for p, _ in failures}
@@ -180,10 +122,11 @@ def _check_videos(videos: list[Path], max_pixels: int | None, infos: dict) -> li
             failures.append((video, str(err)))
             continue
         infos[video] = info
-        if limit and info.width * info.height > limit:
+        pixels = info.width * info.height
+        if limit and pixels > limit:
             failures.append((video, f"video {video} has {info.width}x{info.height} frames = "
-                                    f"{info.width * info.height / 1e6:.1f} megapixels, above the limit of "
-                                    f"{limit / 1e6:.1f} megapixels (raise it with --max-pixels N)"))
+                                    f"{pixel_count(pixels, limit)}, above the limit of {pixel_count(limit, pixels)} "
+                                    "(raise it with --max-pixels N)"))
     return failures
 
 
@@ -222,9 +165,9 @@ def _run_predict(args, group: ProcessGroup) -> int:
     sequence = args.temporal != "off" and len(images) > 1  # the images are the frames of one clip
     args.normalization = args.normalization or ("whole_batch" if sequence else "per_image")
     if args.skip_existing and args.normalization == "whole_batch":
-        raise OutputError("--skip-existing cannot be combined with --normalization whole_batch or --temporal "
-                          f"{args.temporal if args.temporal != 'off' else 'align'}: "
-                          "one normalisation for the whole run needs every image of it")
+        raise UserInputError("with --normalization whole_batch or --temporal "
+                             f"{args.temporal if args.temporal != 'off' else 'align'}", "not with --skip-existing: "
+                             "one normalisation for the whole run needs every image of it", what="--skip-existing")
     output_dir = Path(args.output_dir)
     targets, replaceable, done = plan_outputs(images, output_dir, args.format, args.overwrite, args.skip_existing)
     if done:
@@ -241,9 +184,9 @@ def _run_predict(args, group: ProcessGroup) -> int:
         first = headers[images[0]]
         for path in images[1:]:
             if (headers[path].width, headers[path].height) != (first.width, first.height):
-                raise OutputError(f"--temporal {args.temporal}: {path} is {headers[path].width}x{headers[path].height}"
-                                  f" but {images[0]} is {first.width}x{first.height}; the frames of a sequence must "
-                                  "share one size")
+                raise UserInputError(f"{path} is {headers[path].width}x{headers[path].height} but {images[0]} is "
+                                     f"{first.width}x{first.height}", "the frames of a sequence share one size",
+                                     what=f"--temporal {args.temporal}")
         clips["the image sequence"] = (len(images), first.width, first.height)
     if not args.stream_window:
         check_cache_space(clips, output_dir)
@@ -299,7 +242,7 @@ def _run_predict(args, group: ProcessGroup) -> int:
 
     def unreadable(path: Path, message: str) -> None:  # a decode that failed after the header check passed
         if args.on_error == "stop":
-            raise ValueError(message)
+            raise UserInputError(message, "pass --on-error skip to process the rest", what="input")
         log.warning("skipping %s", message)
         failures.append((path, message))
         bar.update(1)
@@ -355,45 +298,23 @@ def _progress(total: int | None, quiet: bool, unit: str = "img", desc: str = "Fi
     return tqdm(total=total, unit=unit, desc=desc)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    for name in ("diffusers", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    if args.vae_tiling != "off":
-        try:
-            TileConfig.for_size(args.tile_size)
-        except ValueError as err:
-            raise SystemExit(f"error: --tile-size: {err}") from None
-    for flag, value, low in (("--batch-size", args.batch_size, 0), ("--processing-resolution",
-                                                                     args.processing_resolution, 0),
-                             ("--max-pixels", args.max_pixels if args.max_pixels is not None else 0, 0),
-                             ("--workers", 0 if args.workers is None else args.workers, 0),
-                             ("--stream-window", args.stream_window, 0)):
-        if value < low:
-            raise SystemExit(f"error: {flag} must be >= {low}, got {value}")
+def main(argv: list[str] | None = None, prog: str = "fiffdepth") -> int:
+    """Run the command line; returns the exit status (0, :data:`~fiffdepth_core.app.errors.EXIT_ERROR` for every
+    error, 130 when interrupted). ``prog``: how the user started it, for usage lines."""
+    args = parse_args(build_parser(prog), argv)
+    setup_logging(args.quiet)
     try:
+        check_args(args)
         with _terminate_as_interrupt():
             return run_predict(args)
     except KeyboardInterrupt:
         log.error("interrupted; the outputs written so far are complete (rerun with --skip-existing to continue)")
-        return 130
-    except OutputError as err:  # found before the model loads, like argparse's own errors
+        return EXIT_INTERRUPTED
+    except Exception as err:  # one form for the user; the traceback only with --debug
         if args.debug:
             raise
-        raise SystemExit(f"error: {err}") from None
-    except Exception as err:  # one line for the user; the traceback only with --debug
-        if args.debug:
-            raise
-        known = (FileNotFoundError, FileExistsError, ValueError, ImportError, MemoryError, OSError,
-                 NonFiniteOutputError, OutputWriteError, WorkerFailedError)
-        message = str(err).strip() or type(err).__name__
-        if not isinstance(err, known):
-            message = f"{type(err).__name__}: {message}"
-        log.error("%s (--debug shows the traceback)", " ".join(message.split()) if "\n" not in message
-                  else message)
-        return 2
+        return report(err, log)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m fiffdepth_core"))

@@ -17,6 +17,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from ..fileio.errors import InputNotFoundError, UserInputError
 from ..fileio.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,19 @@ FORMAT_SUFFIX = {"npy": ".npy", "png16": "_depth16.png", "exr": ".exr", "control
                  "color": "_color.png"}
 
 
-class OutputError(ValueError):
+class OutputError(UserInputError):
     """An output location cannot be used; the message names the path and what to change."""
+
+    what = "--output-dir"
 
 
 class OutputWriteError(RuntimeError):
-    """Writing an output failed during the run (disk full, folder gone); the message names the file."""
+    """Writing an output failed during the run (disk full, folder gone): ``value`` names the file and the cause,
+    ``allowed`` what to do; the message is both."""
+
+    def __init__(self, value: str, allowed: str):
+        self.value, self.allowed = value, allowed
+        super().__init__(f"{value}; {allowed}")
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -85,9 +93,11 @@ def list_inputs(inputs: list[str | Path]) -> list[Path]:
         elif item.is_file():
             found.append(item)
         elif item.exists():
-            raise OutputError(f"input {item} is not a regular file or folder")
+            raise UserInputError(f"{item} is not a regular file or folder", "image or video files, or folders of "
+                                 "them", what="input")
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise InputNotFoundError(f"{item} not found", "image or video files, or folders of them",
+                                     what="input")
     return found
 
 
@@ -99,7 +109,8 @@ def check_writable(folder: Path) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise OutputError(f"--output-dir {folder} is not writable: {err.strerror or err}") from None
+        raise OutputError(f"{folder} is not writable: {err.strerror or err}", "a folder this user may create files "
+                          "in") from None
 
 
 def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
@@ -117,8 +128,8 @@ def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overw
     for image in images:
         key = image.stem.casefold()  # on macOS and Windows, Clip and clip are one file name
         if key in seen:
-            raise OutputError(f"two inputs share the name {image.stem!r} ({seen[key]} and {image}); their outputs "
-                              "would collide: run them into different --output-dir folders")
+            raise OutputError(f"two inputs share the name {image.stem!r} ({seen[key]} and {image})", "inputs whose "
+                              "outputs do not collide: run them into different --output-dir folders", what="inputs")
         seen[key] = image
         targets[image] = {fmt: output_path(output_dir, image.stem, fmt) for fmt in formats}
     inputs = {p.resolve(): p for p in images}
@@ -126,8 +137,8 @@ def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overw
         for path in paths.values():
             if path.resolve() in inputs:
                 raise OutputError(f"the {path.name} output of {image} would replace the input image "
-                                  f"{inputs[path.resolve()]}; inputs are never overwritten (even with --overwrite): "
-                                  "choose another --output-dir")
+                                  f"{inputs[path.resolve()]}", "another --output-dir: inputs are never overwritten, "
+                                  "even with --overwrite")
     ours = written_here(output_dir)
     skipped = [image for image, paths in targets.items() if skip_existing and all(p.exists() for p in paths.values())]
     for image in skipped:
@@ -136,10 +147,9 @@ def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overw
                    (skip_existing and p.name in ours))}
     existing = [str(p) for paths in targets.values() for p in paths.values() if p.exists() and p not in replaceable]
     if existing:
-        more = f" (and {len(existing) - 5} more)" if len(existing) > 5 else ""
-        hint = "--skip-existing to keep finished images, or --overwrite to replace them"
-        raise OutputError(f"{len(existing)} output file(s) already exist, e.g. {', '.join(existing[:5])}{more}; "
-                          f"pass {hint}")
+        more = [f"and {len(existing) - 5} more"] if len(existing) > 5 else []
+        raise OutputError(f"{len(existing)} output file(s) already exist in {output_dir}", "pass --skip-existing to "
+                          "keep finished images, or --overwrite to replace them", details=[*existing[:5], *more])
     return targets, replaceable, skipped
 
 

@@ -24,6 +24,8 @@ from datetime import timedelta
 
 import torch
 
+from ..fileio.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
@@ -77,9 +79,9 @@ def _env_int(environ: Mapping[str, str], name: str, default: int, low: int) -> i
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer >= {low}, got {text!r}") from None
+        value = low - 1
     if value < low:
-        raise ValueError(f"environment variable {name} must be an integer >= {low}, got {value}")
+        raise UserInputError(f"{name}={text}", f"a whole number >= {low}", what="environment variable")
     return value
 
 
@@ -89,7 +91,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Processes:
     world = _env_int(environ, "WORLD_SIZE", 1, 1)
     rank = _env_int(environ, "RANK", 0, 0)
     if rank >= world:
-        raise ValueError(f"environment variable RANK must be below WORLD_SIZE ({world}), got {rank}")
+        raise UserInputError(f"RANK={rank}", f"a whole number below WORLD_SIZE={world}", what="environment variable")
     local_rank = _env_int(environ, "LOCAL_RANK", rank, 0)
     local_world = _env_int(environ, "LOCAL_WORLD_SIZE", world, 1)
     return Processes(rank, world, local_rank, local_world)

@@ -63,21 +63,21 @@ def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool
     run, skipped, resume = [], [], set()
     for video in videos:
         if video.stem.casefold() in taken:  # on macOS and Windows, Clip and clip are one file name
-            raise OutputError(f"two inputs share the name {video.stem!r} (one is {video}); their outputs would "
-                              "collide: run them into different --output-dir folders")
+            raise OutputError(f"two inputs share the name {video.stem!r} (one is {video})", "inputs whose outputs do "
+                              "not collide: run them into different --output-dir folders", what="inputs")
         taken.add(video.stem.casefold())
         targets = video_targets(video, output_dir, formats)
         folder = targets.pop("frames")
         for path in targets.values():
             if path.resolve() in resolved:
-                raise OutputError(f"the {path.name} output of {video} would replace an input of this run; inputs "
-                                  "are never overwritten (even with --overwrite): choose another --output-dir")
+                raise OutputError(f"the {path.name} output of {video} would replace an input of this run",
+                                  "another --output-dir: inputs are never overwritten, even with --overwrite")
         if depth and any(p.parent == folder.resolve() for p in resolved):
             raise OutputError(f"{folder} holds inputs of this run, and {video}'s depth frames would be written "
-                              "there: choose another --output-dir")
+                              "there", "another --output-dir: inputs are never overwritten")
         if depth and folder.exists() and not folder.is_dir():
-            raise OutputError(f"{folder} is a file, but {video}'s depth frames go in a folder of that name: move "
-                              "it or choose another --output-dir")
+            raise OutputError(f"{folder} is a file, but {video}'s depth frames go in a folder of that name",
+                              "move the file, or choose another --output-dir")
         if overwrite:
             run.append(video)
             continue
@@ -94,7 +94,7 @@ def check_video_targets(videos: list[Path], output_dir, formats, overwrite: bool
         if existing:
             hint = "--overwrite to replace it" + ("" if skip_existing else ", or --skip-existing to keep finished "
                                                   "videos")
-            raise OutputError(f"output already exists: {', '.join(existing)}; pass {hint}")
+            raise OutputError(f"output already exists: {', '.join(existing)}", f"pass {hint}")
         run.append(video)
     return run, skipped, resume
 
@@ -113,9 +113,10 @@ def check_cache_space(clips: dict[str, tuple[int, int, int]], output_dir) -> Non
     name, (frames, width, height) = max(clips.items(), key=lambda item: item[1][0] * item[1][1] * item[1][2])
     need = frames * width * height * 4
     if need > free:
-        raise OutputError(f"--output-dir {output_dir}: {name} needs {_size(need)} of free disk there for its depth "
-                          f"cache ({frames} frames of {width}x{height} float32, removed at the end) but {_size(free)} "
-                          "is free: free some space, choose another --output-dir, or split the clip")
+        raise OutputError(f"{output_dir}: {name} needs {_size(need)} of free disk there for its depth cache "
+                          f"({frames} frames of {width}x{height} float32, removed at the end) but {_size(free)} is "
+                          "free", "free some space, choose another --output-dir, split the clip, or use "
+                          "--stream-window N, which needs no cache")
 
 
 def _size(count: int) -> str:

@@ -14,12 +14,16 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserInputError
+
 MAX_PIXELS = 89_478_485  # = PIL.Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3)
 ENV_MAX_PIXELS = "FIFFDEPTH_MAX_PIXELS"
 
 
-class ImageInputError(ValueError):
+class ImageInputError(UserInputError):
     """An input image cannot be used: unreadable header, or more pixels than the limit."""
+
+    what = "input"
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,22 @@ def pixel_limit(max_pixels: int | None = None) -> int:
     try:
         value = int(float(raw))
     except ValueError:
-        raise ImageInputError(f"{ENV_MAX_PIXELS} must be a whole number of pixels (0 = no limit), got {raw!r}") \
-            from None
+        value = -1
     if value < 0:
-        raise ImageInputError(f"{ENV_MAX_PIXELS} must be >= 0, got {value}")
+        raise ImageInputError(f"{ENV_MAX_PIXELS}={raw}", "a whole number of pixels >= 0, 0 = no limit",
+                              what="environment variable")
     return value
+
+
+def pixel_count(pixels: int, other: int | None = None) -> str:
+    """``pixels`` in words: megapixels to one decimal from a million on, else the exact count; exact as well when
+    it would read the same as ``other`` (an image just above a limit)."""
+    def words(count: int) -> str:
+        return f"{count / 1e6:.1f} megapixels" if count >= 1_000_000 else f"{count} pixels"
+
+    if other is not None and words(pixels) == words(other) and pixels != other:
+        return f"{pixels} pixels"
+    return words(pixels)
 
 
 _PIL_BITS = {"1": 1, "L": 1, "P": 1, "LA": 1, "RGB": 1, "RGBA": 1, "CMYK": 1, "YCbCr": 1, "I;16": 2, "I;16B": 2,
@@ -128,8 +143,10 @@ def read_header(source: str | Path | bytes, what: str | None = None) -> ImageHea
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     if header is None:
-        kind = "the file is empty" if empty else "its header is not one of a known image format, or is damaged"
-        raise ImageInputError(f"cannot read image {what}: {kind}")
+        if empty:
+            raise ImageInputError(f"cannot read image {what}: the file is empty")
+        raise ImageInputError(f"cannot read image {what}: its header is not one of a known image format, or is "
+                              "damaged", "PNG, JPEG, WebP, BMP or TIFF")
     if header.width <= 0 or header.height <= 0:
         raise ImageInputError(f"cannot read image {what}: its header gives an empty size "
                               f"({header.width}x{header.height})")
@@ -143,10 +160,10 @@ def check_image(source: str | Path | bytes, max_pixels: int | None = None, what:
     limit = pixel_limit(max_pixels)
     if limit and header.pixels > limit:
         raise ImageInputError(
-            f"image {what or source} is {header.width}x{header.height} = {header.pixels / 1e6:.1f} megapixels, above the "
-            f"limit of {limit / 1e6:.1f} megapixels (raise it with "
+            f"image {what or source} is {header.width}x{header.height} = {pixel_count(header.pixels, limit)}, above "
+            f"the limit of {pixel_count(limit, header.pixels)}", "raise it with "
             + (f"{option} N or " if option != ENV_MAX_PIXELS else "") + f"the {ENV_MAX_PIXELS} environment "
-            "variable, 0 = no limit)")
+            "variable, 0 = no limit")
     return header
 
 

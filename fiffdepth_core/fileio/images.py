@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InputNotFoundError
 from .headers import check_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -26,7 +27,7 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> torch.Tensor:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
+        raise InputNotFoundError(f"image not found: {path}")
     header = check_image(path, max_pixels)
     array = _load_cv2(path) if path.suffix.lower() in (".png", ".tif", ".tiff") else None
     if array is not None and array.shape[0] * array.shape[1] > max(header.pixels, 1):
@@ -100,5 +101,5 @@ def list_images(inputs: list[str | Path]) -> list[Path]:
         elif item.is_file():
             found.append(item)
         else:
-            raise FileNotFoundError(f"input not found: {item}")
+            raise InputNotFoundError(f"input not found: {item}")
     return found

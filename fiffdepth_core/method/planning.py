@@ -29,7 +29,12 @@ MEMORY_HEADROOM = 0.8
 
 
 class InsufficientMemoryError(MemoryError):
-    """A run would not fit in the memory available; the message says how much it needs and what to change."""
+    """A run would not fit in the memory available: ``value`` says how much it needs and has, ``allowed`` what to
+    change; the message is both."""
+
+    def __init__(self, value: str, allowed: str):
+        self.value, self.allowed = value, allowed
+        super().__init__(f"{value}: {allowed}")
 
 
 def vae_bytes(height: int, width: int, batch: int, dtype: torch.dtype) -> int:
@@ -96,7 +101,7 @@ def check_memory(batch_shape, config, free_bytes: int | None, unet_dtype: torch.
     raise InsufficientMemoryError(
         f"a {width}x{height} pass (batch {batch}) needs about {(max(need_vae, need_unet) + need_input) / 2**30:.1f} "
         f"GiB (VAE {need_vae / 2**30:.1f} GiB, UNet {need_unet / 2**30:.1f} GiB, input {need_input / 2**30:.1f} GiB) "
-        f"but {free_bytes / 2**30:.1f} GiB is free: {advice}")
+        f"but {free_bytes / 2**30:.1f} GiB is free", advice)
 
 
 def auto_batch_size(batch_shape, config, free_bytes: int | None, unet_dtype: torch.dtype, vae_dtype: torch.dtype,
@@ -133,4 +138,4 @@ def check_decode(header: ImageHeader, free_bytes: int | None, what) -> None:
     if free_bytes is not None and need > free_bytes:
         raise InsufficientMemoryError(
             f"{what}: decoding this {header.width}x{header.height} image needs about {need / 2**30:.1f} GiB of "
-            f"memory but {free_bytes / 2**30:.1f} GiB is free: downscale it first or free memory")
+            f"memory but {free_bytes / 2**30:.1f} GiB is free", "downscale it first or free memory")

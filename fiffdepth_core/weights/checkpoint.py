@@ -31,6 +31,7 @@ import torch
 
 from ..method.families import FIFFDEPTH, Family, FamilyError, detect_family
 from .layout import (
+    LAYOUTS,
     CheckpointError,
     check_config_types,
     find_weights,
@@ -51,12 +52,11 @@ from .text_embed import (
 
 log = logging.getLogger(__name__)
 
-LAYOUT_HELP = (
-    "expected one of:\n"
-    "  - a diffusers pipeline folder: model_index.json, unet/{config.json, diffusion_pytorch_model.safetensors},\n"
-    "    vae/{config.json, diffusion_pytorch_model.safetensors}, and text_encoder/ + tokenizer/ or "
-    f"{EMBED_FILE}\n"
-    f"  - a folder with unet.safetensors, vae.safetensors and {EMBED_FILE}\n"
+LAYOUT_LINES = (
+    "expected one of:",
+    "  - a diffusers pipeline folder: model_index.json, unet/{config.json, diffusion_pytorch_model.safetensors},",
+    "    vae/{config.json, diffusion_pytorch_model.safetensors}, and text_encoder/ + tokenizer/ or " + EMBED_FILE,
+    f"  - a folder with unet.safetensors, vae.safetensors and {EMBED_FILE}",
     "  - a single .safetensors bundle with unet.*, vae.* and empty_text_embed tensors")
 
 
@@ -86,9 +86,9 @@ def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo
     wrong. ``family`` is ``"auto"`` (detect) or a name from :data:`fiffdepth_core.method.families.FAMILIES`."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}\n{LAYOUT_HELP}")
+        raise CheckpointError(f"{path} not found", LAYOUTS, details=LAYOUT_LINES)
     if not path.is_file() and not path.is_dir():
-        raise CheckpointError(f"{path} is not a regular file or folder (a pipe, socket or device?)")
+        raise CheckpointError(f"{path} is not a regular file or folder (a pipe, socket or device?)", LAYOUTS)
     if path.is_file():
         info = _inspect_bundle(path)
     elif (path / "model_index.json").is_file() or (path / "unet").is_dir() or _unet_subfolders(path) \
@@ -97,7 +97,8 @@ def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo
     elif (path / "unet.safetensors").is_file():
         info = _inspect_single_files(path)
     else:
-        raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder; found: {listing(path)}\n{LAYOUT_HELP}")
+        raise CheckpointError(f"{path} is not a FiffDepth checkpoint folder", LAYOUTS,
+                              details=[f"found: {listing(path)}", *LAYOUT_LINES])
     check_config_types(info.unet_config, path, "unet")
     check_config_types(info.vae_config, path, "vae")
     unet_file = info.weights.get("unet")
@@ -115,6 +116,12 @@ def inspect_checkpoint(path: str | Path, family: str = "auto") -> CheckpointInfo
         raise CheckpointError(f"{path}: the VAE has {latent} latent channels but the UNet takes "
                               f"{info.unet_config.get('in_channels')}")
     return replace(info, family=detected)
+
+
+def _incomplete(path: Path, problems: list[str]) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is incomplete", LAYOUTS,
+                           details=[*(f"- {problem}" for problem in problems), f"found: {listing(path)}",
+                                    *LAYOUT_LINES])
 
 
 def _unet_subfolders(path: Path) -> list[Path]:
@@ -165,8 +172,7 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
                         (" (GenPercept publishes none: copy text_encoder/ and tokenizer/ from "
                          "stabilityai/stable-diffusion-2-1 into this folder)" if unet_dir.name != "unet" else ""))
     if problems:
-        raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
-                              f"\nfound: {listing(path)}\n{LAYOUT_HELP}")
+        raise _incomplete(path, problems)
     optional = {name: read_json(path / name) if (path / name).is_file() else None
                 for name in ("scheduler/scheduler_config.json", "model_index.json")}
     return CheckpointInfo(path, "diffusers", configs["unet"], configs["vae"], weights,
@@ -205,7 +211,8 @@ def _check_keys(keys: list[str], prefix: str, where: Path, part: str) -> None:
 
 def _inspect_bundle(path: Path) -> CheckpointInfo:
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: single-file checkpoints must be .safetensors bundles\n{LAYOUT_HELP}")
+        raise CheckpointError(f"{path}: single-file checkpoints must be .safetensors bundles", LAYOUTS,
+                              details=LAYOUT_LINES)
     keys, metadata, conv_in = read_safetensors_header(path, "unet.conv_in.weight")
     _check_keys(keys, "unet.", path, "unet")
     _check_keys(keys, "vae.", path, "vae")
@@ -221,8 +228,7 @@ def _inspect_bundle(path: Path) -> CheckpointInfo:
 def _inspect_single_files(path: Path) -> CheckpointInfo:
     problems = [f"missing {name}" for name in ("vae.safetensors", EMBED_FILE) if not (path / name).is_file()]
     if problems:
-        raise CheckpointError(f"checkpoint {path} is incomplete:\n  - " + "\n  - ".join(problems) +
-                              f"\nfound: {listing(path)}\n{LAYOUT_HELP}")
+        raise _incomplete(path, problems)
     unet_keys, unet_meta, conv_in = read_safetensors_header(path / "unet.safetensors", "conv_in.weight")
     vae_keys, vae_meta, _ = read_safetensors_header(path / "vae.safetensors")
     _check_keys(unet_keys, "", path / "unet.safetensors", "unet")

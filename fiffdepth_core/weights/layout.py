@@ -13,10 +13,17 @@ from pathlib import Path
 
 import torch
 
+from ..fileio.errors import UserInputError
+
 WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json", ".fp16.safetensors", ".bin", ".bin.index.json",
                    ".fp16.bin")
-class CheckpointError(ValueError):
+LAYOUTS = "a diffusers pipeline folder, a folder of single .safetensors files, or one .safetensors bundle"
+
+
+class CheckpointError(UserInputError):
     """A checkpoint is missing, incomplete, malformed, or not a FiffDepth checkpoint."""
+
+    what = "checkpoint"
 
 
 def listing(folder: Path) -> str:
