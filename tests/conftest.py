@@ -49,3 +49,4 @@ def cli_error(caplog):
         return ErrorFormatter().format(reports[0])
 
     return run
+

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -156,13 +155,10 @@ def test_sequence_and_parallel_path_errors(folder, tmp_path, monkeypatch, cli_er
 
 def test_video_path_errors(tmp_path, cli_error):
     pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
-    from fiffdepth_core.app.video import VideoWriter
+    from clips import write_flat_clip
 
     clips = tmp_path / "clips"
-    clips.mkdir()
-    with VideoWriter(clips / "walk.mp4", Fraction(12)) as out:
-        for k in range(3):
-            out.write(np.full((40, 56, 3), 40 * k, dtype=np.uint8))
+    write_flat_clip(clips / "walk.mp4")
     never = ["--checkpoint", str(tmp_path / "never-loaded")]
     out = tmp_path / "out"
     (out / "walk").mkdir(parents=True)

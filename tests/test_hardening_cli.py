@@ -72,10 +72,10 @@ def test_cli_refuses_a_bomb_before_the_model_loads(bomb, tmp_path, caplog):
 
 def test_training_and_evaluation_readers_refuse_a_bomb(bomb):
     from train.datasets.eval_readers import decode_rgb_array as eval_decode
-    from train.datasets.raster_io import decode_photo, read_png_units
+    from train.datasets.raster_io import read_png_units, read_rgb
 
     data = bomb.read_bytes()
-    for read in (lambda: read_png_units(bomb), lambda: decode_photo(data, "member"), lambda: eval_decode(data, "rgb")):
+    for read in (lambda: read_png_units(bomb), lambda: read_rgb(data, "member"), lambda: eval_decode(data, "rgb")):
         with pytest.raises(ValueError, match="10000x10000"):
             read()
 
@@ -260,15 +260,10 @@ def test_a_tiff_pillow_cannot_open_is_measured_from_its_directory(tmp_path, monk
 
 def test_videos_are_checked_before_the_model_loads_too(tmp_path, caplog):
     pytest.importorskip("av", reason="PyAV (the `video` extra) is not installed")
-    from fractions import Fraction
-
-    from fiffdepth_core.app.video import VideoWriter
+    from clips import write_flat_clip
 
     folder = tmp_path / "clips"
-    folder.mkdir()
-    with VideoWriter(folder / "walk.mp4", Fraction(12)) as out:
-        for k in range(3):
-            out.write(np.full((40, 56, 3), 40 * k, dtype=np.uint8))
+    write_flat_clip(folder / "walk.mp4")
     (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
     with caplog.at_level(logging.ERROR):
         code = main(["predict", str(folder), "--checkpoint", str(tmp_path / "not-loaded"), "-q", "--max-pixels",

@@ -1,11 +1,12 @@
 """Command line: ``fiffdepth predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH`` (or ``python -m fiffdepth_core``).
 
 Images of different sizes may be mixed: consecutive images of the same size are batched together; background
-workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.app.video_cli`. Every
-output path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run early.
-Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs (:mod:`fiffdepth_core.app.parallel`).
-Before the model loads, every input's header is read (unreadable or oversized files are reported together) and an
-output that would replace an input stops the run (:mod:`fiffdepth_core.fileio.headers`, :mod:`fiffdepth_core.app.outputs`).
+workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.app.video_cli`.
+Every output path is checked before the model loads, so an existing file (without ``--overwrite``) stops the run
+early. Launched with ``torchrun`` or ``accelerate launch``, the processes share the inputs
+(:mod:`fiffdepth_core.app.parallel`). Before the model loads, every input's header is read (unreadable or oversized
+files are reported together) and an output that would replace an input stops the run
+(:mod:`fiffdepth_core.fileio.headers`, :mod:`fiffdepth_core.app.outputs`).
 Every error takes one form (:mod:`fiffdepth_core.app.errors`); ``--debug`` shows the traceback.
 """
 
@@ -27,7 +28,6 @@ from ..fileio.headers import pixel_count, pixel_limit, prescan
 from ..fileio.images import IMAGE_EXTENSIONS, load_image
 from ..fileio.writers import WRITERS, write_png8
 from ..method.devices import free_memory, resolve_device, resolve_dtypes
-from ..method.image import to_rgb
 from ..method.planning import check_decode, check_memory, plan_config
 from ..method.postprocess import colorize, controlnet_depth
 from ..method.predictor import NonFiniteOutputError, PredictConfig, predict_depth
@@ -63,7 +63,7 @@ class InputsError(UserInputError):
 def _read_rgb(path: Path, headers: dict, max_pixels: int | None) -> torch.Tensor:
     """One input as ``[3,H,W]`` (in a decoding worker): its decode checked against free memory first."""
     check_decode(headers[path], free_memory(torch.device("cpu")), path)
-    return to_rgb(load_image(path, max_pixels)[None])[0]  # [3,H,W]
+    return load_image(path, max_pixels, rgb=True)  # [3,H,W]
 
 
 def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batch_depths: list, replaceable: set,

@@ -24,7 +24,6 @@ import torch
 
 from ..fileio.images import load_image
 from ..fileio.writers import WRITERS, write_png8
-from ..method.image import to_rgb
 from ..method.postprocess import colorize
 from .outputs import MANIFEST, Manifest, OutputError, output_path, written_here
 from .sequence import DepthCache, first_pass, second_pass, stream_pass
@@ -229,7 +228,7 @@ def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
     """Images predicted as consecutive frames of one clip (``--temporal align/stabilize``), written under their own
     names."""
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    frames = (to_rgb(load_image(path)[None])[0] for path in images)  # [3,H,W] each, read lazily
+    frames = (load_image(path, rgb=True) for path in images)  # [3,H,W] each, read lazily
 
     def write(index, depth, control):
         for fmt, target in targets[images[index]].items():

@@ -6,11 +6,11 @@ hosts, training and the CLI.
 from .errors import InputNotFoundError, UserInputError
 from .headers import (ImageHeader, ImageInputError, check_image, pixel_count, pixel_limit, prescan,
                       read_header)
-from .images import IMAGE_EXTENSIONS, list_images, load_image
+from .images import IMAGE_EXTENSIONS, decode_image, list_images, load_image
 from .writers import WRITERS, json_safe, publish, read_exr, write_atomic, write_exr, write_npy, write_png16, write_png8
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "ImageHeader", "ImageInputError", "InputNotFoundError", "UserInputError", "WRITERS", "check_image", "json_safe",
-    "list_images", "load_image", "pixel_count", "pixel_limit", "prescan", "publish", "read_exr", "read_header",
-    "write_atomic", "write_exr", "write_npy", "write_png16", "write_png8",
+    "IMAGE_EXTENSIONS", "ImageHeader", "ImageInputError", "InputNotFoundError", "UserInputError", "WRITERS",
+    "check_image", "decode_image", "json_safe", "list_images", "load_image", "pixel_count", "pixel_limit", "prescan",
+    "publish", "read_exr", "read_header", "write_atomic", "write_exr", "write_npy", "write_png16", "write_png8",
 ]

@@ -14,7 +14,8 @@ valid depth range by :mod:`train.datasets.eval_sets`. Decoding follows Marigold'
 | ibims | ``depth/NAME.png`` uint16 | x 50 / 65535 | ``mask_invalid/NAME.png`` > 0 |
 | sintel | ``.dpt`` | as is | none |
 
-Images are decoded without applying EXIF orientation (as Marigold's PIL reads do), so RGB and GT rasters agree.
+Images are decoded by the project's one image reader (:mod:`fiffdepth_core.fileio.images`) without applying EXIF
+orientation (as Marigold's PIL reads do), so RGB and GT rasters agree.
 """
 
 from __future__ import annotations
@@ -34,35 +35,31 @@ KITTI_EIGEN_MASK = (0.3324324, 0.91351351, 0.0359477, 0.96405229)  # Marigold's 
 IBIMS_DEPTH_DIVISOR = 65535.0 / 50.0  # uint16 covers 0..50 m
 
 
-def _imdecode(data: bytes, what: str) -> np.ndarray:
-    import cv2
+def _decode(data: bytes, what: str) -> np.ndarray:
+    """The image as stored (no EXIF orientation, like Marigold's reads): ``[H,W]`` or ``[H,W,C]`` RGB(A) order, by the
+    project's one image reader (header and pixel limit first)."""
+    from fiffdepth_core.fileio import ImageInputError, decode_image
 
-    from fiffdepth_core.fileio import ImageInputError, check_image
-
-    try:  # the size from the header first: OpenCV would decode any size
-        check_image(data, what=what, option="FIFFDEPTH_MAX_PIXELS")
+    try:
+        return decode_image(data, orient=False, what=what, option="FIFFDEPTH_MAX_PIXELS")
     except ImageInputError as err:
         raise SampleError(str(err)) from None
-    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise SampleError(f"cannot decode {what} as an image")
-    return array
 
 
 def decode_rgb_array(data: bytes, what: str = "RGB image") -> np.ndarray:
-    """An 8/16-bit grey, RGB or RGBA image file -> float32 ``[3,H,W]`` in [0,1] (alpha dropped)."""
-    array = _imdecode(data, what)
-    scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)  # [H,W,3]
-    else:
-        array = array[:, :, 2::-1] if array.shape[2] >= 3 else np.repeat(array[:, :, :1], 3, axis=2)  # BGR(A)->RGB
-    return np.ascontiguousarray(np.moveaxis(array.astype(np.float32) / scale, -1, 0))  # [3,H,W]
+    """An 8/16-bit grey, RGB or RGBA image file -> float32 ``[3,H,W]`` in [0,1] (alpha dropped), as stored."""
+    from fiffdepth_core.fileio import ImageInputError, load_image
+
+    try:
+        rgb = load_image(data, rgb=True, orient=False, what=what, option="FIFFDEPTH_MAX_PIXELS")  # [3,H,W]
+    except ImageInputError as err:
+        raise SampleError(str(err)) from None
+    return np.ascontiguousarray(rgb.numpy())
 
 
 def decode_png_depth(data: bytes, divisor: float, what: str = "depth PNG") -> np.ndarray:
     """A single-channel uint16 PNG -> float32 ``[H,W]`` = value / ``divisor``."""
-    array = _imdecode(data, what)
+    array = _decode(data, what)
     if array.ndim != 2 or array.dtype != np.uint16:
         raise SampleError(f"{what} must be a single-channel 16-bit PNG, got dtype {array.dtype} shape {array.shape}")
     return (array.astype(np.float64) / divisor).astype(np.float32)
@@ -159,7 +156,7 @@ def _read_diode(data, names):
 
 def _read_ibims(data, names):
     depth = decode_png_depth(data[1], IBIMS_DEPTH_DIVISOR, names[1])
-    mask = _imdecode(data[2], names[2])
+    mask = _decode(data[2], names[2])
     return decode_rgb_array(data[0], names[0]), depth, (mask if mask.ndim == 2 else mask[..., 0]) > 0
 
 

@@ -28,7 +28,7 @@ import torch
 from fiffdepth_core.fileio import IMAGE_EXTENSIONS, write_atomic
 
 from .common import SampleError
-from .raster_io import decode_photo, read_rgb
+from .raster_io import read_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def read_image(ref: ImageRef) -> torch.Tensor:
         data = handle.read(ref.size)
     if len(data) != ref.size:
         raise SampleError(f"shard {ref.path} is truncated at {ref.id}")
-    return decode_photo(data, f"{ref.id} in {ref.path}")
+    return read_rgb(data, f"{ref.id} in {ref.path}")
 
 
 def label_path(labels: Path, ref: ImageRef) -> Path:

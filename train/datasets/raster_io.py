@@ -1,92 +1,53 @@
 """File readers for the training datasets: RGB images, depth rasters (16-bit PNG, .npy, EXR), split files.
 
-Every reader returns tensors (``[C,H,W]``) and raises ``SampleError`` (or ``OSError``) for a file it cannot use,
-which the dataset turns into a logged skip.
+Images are decoded by the project's one image reader (:func:`fiffdepth_core.fileio.load_image` /
+:func:`~fiffdepth_core.fileio.decode_image`: header and pixel limit first, EXIF orientation, 16-bit kept); the
+functions here only say how training wants them (RGB, or a depth PNG in its stored units) and turn a file that
+cannot be used into ``SampleError`` (or ``OSError``), which the dataset turns into a logged skip.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fiffdepth_core.fileio import ImageInputError, check_image, load_image, read_exr
-from fiffdepth_core.method import to_rgb
+from fiffdepth_core.fileio import ImageInputError, decode_image, load_image, read_exr
 
 from .common import SampleError
 
 logger = logging.getLogger(__name__)
 
 DEPTH_SUFFIXES = (".png", ".npy", ".exr")
+LIMIT_SETTING = "FIFFDEPTH_MAX_PIXELS"  # how a training run raises the pixel limit (it has no --max-pixels)
 
 
-def _check_size(source, what: str) -> None:
-    """Refuse, from the header, images above the pixel limit (``FIFFDEPTH_MAX_PIXELS``) before decoding them."""
+def read_rgb(source: str | Path | bytes, what: str | None = None) -> torch.Tensor:
+    """An image file, or its encoded bytes (a WebDataset member, named by ``what``), as float32 RGB ``[3,H,W]`` in
+    [0,1] (grey replicated, alpha dropped, EXIF orientation applied)."""
     try:
-        check_image(source, what=what, option="FIFFDEPTH_MAX_PIXELS")
+        return load_image(source, rgb=True, what=what, option=LIMIT_SETTING)
     except ImageInputError as err:
         raise SampleError(str(err)) from None
 
 
-def read_rgb(path: str | Path) -> torch.Tensor:
-    """An image file as float32 RGB ``[3,H,W]`` in [0,1] (grey is replicated, alpha dropped)."""
-    image = load_image(path)  # [C,H,W]
-    return to_rgb(image[None])[0].contiguous()  # [3,H,W]
-
-
-def decode_photo(data: bytes, what: str) -> torch.Tensor:
-    """Encoded image bytes (a WebDataset member) as float32 RGB ``[3,H,W]`` in [0,1], EXIF orientation applied."""
-    from PIL import Image, ImageOps
-
-    _check_size(data, what)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            array = np.asarray(image, dtype=np.uint8)  # [H,W,3]
-    except (OSError, ValueError, SyntaxError) as err:
-        raise SampleError(f"cannot decode image {what}: {err}") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0  # [3,H,W]
-
-
 def read_png_units(path: str | Path) -> torch.Tensor:
-    """A single-channel 8- or 16-bit PNG as float32 ``[1,H,W]`` in its stored integer units (not scaled to 1).
-
-    ``fiffdepth_core.fileio.images.load_image`` maps integers to [0,1] and hides the bit depth, so depth PNGs are read
-    here with OpenCV (Pillow as fallback), keeping millimetres / centimetres exact.
-    """
+    """A single-channel 8- or 16-bit PNG as float32 ``[1,H,W]`` in its stored integer units (not scaled to 1), as
+    stored (no EXIF orientation), so millimetres / centimetres stay exact."""
     path = Path(path)
     if not path.is_file():
         raise SampleError(f"depth file not found: {path}")
-    _check_size(path, str(path))
-    array = _png_cv2(path)
-    if array is None:
-        array = _png_pil(path)
+    try:
+        array = decode_image(path, orient=False, option=LIMIT_SETTING)
+    except ImageInputError as err:
+        raise SampleError(str(err)) from None
     if array.ndim != 2:
         raise SampleError(f"depth PNG must have one channel, got shape {array.shape}: {path}")
     if not np.issubdtype(array.dtype, np.integer):
         raise SampleError(f"depth PNG must hold integers, got {array.dtype}: {path}")
     return torch.from_numpy(array.astype(np.float32))[None]  # [1,H,W]
-
-
-def _png_cv2(path: Path) -> np.ndarray | None:
-    try:
-        import cv2
-    except ImportError:
-        return None
-    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-
-
-def _png_pil(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image)
-    except (OSError, ValueError, SyntaxError) as err:
-        raise SampleError(f"cannot read depth PNG {path}: {err}") from err
 
 
 def read_depth(path: str | Path, png_scale: float) -> torch.Tensor:
