@@ -1,126 +1,27 @@
 """Seeded random-weight models of FiffDepth's shape, and complete checkpoints written from them.
 
-``tiny`` is a miniature with SD2's structure (cross-attention blocks, a 4-level VAE that downsamples by 8, a causal
-CLIP text encoder) that runs in milliseconds on a CPU; ``sd2`` is the full geometry (``fiffdepth_core.weights.sd2_configs``),
-for honest timings. Everything is built from config: nothing is downloaded. Training's ``model.random_geometry``
-(the debug config) uses :func:`write_random_pipeline` as its stand-in for Stable Diffusion 2.
+The trainer owns these (``train/random_models.py``: its ``model.random_geometry`` stand-in for Stable Diffusion 2);
+tests and benchmarks reuse them from here. ``tiny`` runs in milliseconds on a CPU; ``sd2`` is the full geometry,
+for honest timings and real-size training runs. Everything is built from config: nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-from pathlib import Path
+from train.random_models import (
+    GEOMETRIES,
+    TINY_TEXT_CONFIG,
+    TINY_UNET_CONFIG,
+    TINY_VAE_CONFIG,
+    geometry_configs,
+    random_text_encoder,
+    random_unet,
+    random_vae,
+    write_clip_tokenizer,
+    write_random_pipeline,
+)
 
-import torch
+write_minimal_clip_tokenizer = write_clip_tokenizer  # the name the tests use for a small vocabulary
 
-from fiffdepth_core.weights import SD2_TEXT_CONFIG, SD2_UNET_CONFIG, SD2_VAE_CONFIG
-
-# Tiny geometry: SD2's configs with two UNet levels (the top one with cross-attention), a 4-level VAE of 32 channels
-# (8x downsampling like SD; GroupNorm(32) needs multiples of 32) and a 2-layer causal text encoder.
-TINY_UNET_CONFIG = {
-    **SD2_UNET_CONFIG,
-    "sample_size": 8,
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "block_out_channels": [32, 64],
-    "layers_per_block": 1,
-    "attention_head_dim": 2,
-    "cross_attention_dim": 32,
-}
-
-TINY_VAE_CONFIG = {**SD2_VAE_CONFIG, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 64}
-
-TINY_TEXT_CONFIG = {
-    **SD2_TEXT_CONFIG,
-    "vocab_size": 64,
-    "hidden_size": 32,
-    "intermediate_size": 37,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "projection_dim": 32,
-    "bos_token_id": 62,
-    "eos_token_id": 63,
-}
-
-GEOMETRIES = {
-    "sd2": (SD2_UNET_CONFIG, SD2_VAE_CONFIG, SD2_TEXT_CONFIG),
-    "tiny": (TINY_UNET_CONFIG, TINY_VAE_CONFIG, TINY_TEXT_CONFIG),
-}
-
-
-def geometry_configs(geometry: str) -> tuple[dict, dict, dict]:
-    """Deep copies of the (unet, vae, text encoder) configs of a named geometry (``sd2`` or ``tiny``)."""
-    if geometry not in GEOMETRIES:
-        raise ValueError(f"`geometry` must be one of {sorted(GEOMETRIES)}, got {geometry!r}")
-    return tuple(copy.deepcopy(c) for c in GEOMETRIES[geometry])
-
-
-def random_unet(config: dict, seed: int | None = None):
-    """A diffusers ``UNet2DConditionModel`` with random weights (seeded if ``seed`` is given)."""
-    from diffusers import UNet2DConditionModel
-
-    if seed is not None:
-        torch.manual_seed(seed)
-    return UNet2DConditionModel(**config).eval()
-
-
-def random_vae(config: dict, seed: int | None = None):
-    """A diffusers ``AutoencoderKL`` with random weights (seeded if ``seed`` is given)."""
-    from diffusers import AutoencoderKL
-
-    if seed is not None:
-        torch.manual_seed(seed)
-    return AutoencoderKL(**config).eval()
-
-
-def random_text_encoder(config: dict, seed: int | None = None):
-    """A transformers ``CLIPTextModel`` with random weights (seeded if ``seed`` is given)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    if seed is not None:
-        torch.manual_seed(seed)
-    return CLIPTextModel(CLIPTextConfig(**config)).eval()
-
-
-def write_minimal_clip_tokenizer(folder: str | Path, vocab_size: int) -> Path:
-    """Write a working byte-level BPE CLIP tokenizer whose last two ids are BOS and EOS.
-
-    The vocabulary holds single characters only (no merges), enough to tokenize the empty prompt and short
-    ASCII text. Real checkpoints ship OpenAI's 49408-token vocabulary instead.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [chr(c) for c in range(ord("0"), ord("9") + 1)]
-    tokens = ["!", "\""] + chars + [c + "</w>" for c in chars]
-    tokens = tokens[: vocab_size - 2]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    if len(tokens) != vocab_size:
-        raise ValueError(f"`vocab_size` must be between 4 and {len(tokens)}, got {vocab_size}")
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "model_max_length": 77, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "!", "tokenizer_class": "CLIPTokenizer",
-    }))
-    return folder
-
-
-def write_random_pipeline(folder: str | Path, geometry: str = "tiny", seed: int = 0,
-                          with_text_encoder: bool = True) -> Path:
-    """Write a complete FiffDepth checkpoint in the official diffusers layout, with random weights.
-
-    ``folder`` gets ``model_index.json``, ``unet/``, ``vae/`` and (if ``with_text_encoder``) ``text_encoder/`` and
-    ``tokenizer/``. Used by tests, benchmarks and training runs on a random geometry (``model.random_geometry``).
-    """
-    folder = Path(folder)
-    unet_cfg, vae_cfg, text_cfg = geometry_configs(geometry)
-    random_unet(unet_cfg, seed).save_pretrained(folder / "unet")
-    random_vae(vae_cfg, seed + 1).save_pretrained(folder / "vae")
-    if with_text_encoder:
-        random_text_encoder(text_cfg, seed + 2).save_pretrained(folder / "text_encoder")
-        write_minimal_clip_tokenizer(folder / "tokenizer", text_cfg["vocab_size"])
-    from fiffdepth_core.weights import pipeline_index
-
-    (folder / "model_index.json").write_text(json.dumps(pipeline_index(with_text_encoder), indent=2))
-    return folder
+__all__ = ["GEOMETRIES", "TINY_TEXT_CONFIG", "TINY_UNET_CONFIG", "TINY_VAE_CONFIG", "geometry_configs",
+           "random_text_encoder", "random_unet", "random_vae", "write_clip_tokenizer", "write_minimal_clip_tokenizer",
+           "write_random_pipeline"]

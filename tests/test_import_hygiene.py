@@ -55,3 +55,31 @@ def test_webui_layout_and_imports():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("nodes", "comfy", "train")]
     assert offenders == []
+
+
+TRAIN = CORE.parent / "train"
+
+
+def test_training_imports_nothing_from_the_test_kit():
+    """The trainer builds its own random models (train/random_models.py); the test kit reuses them, never the
+    other way round. Checked in the source (lazy imports included) and in a clean process importing every module."""
+    offenders = []
+    for path in TRAIN.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(TRAIN)}: {n}" for n in names
+                          if n.split(".")[0] in ("fiffdepth_testkit", "tests", "benchmarks")]
+    assert offenders == []
+    modules = sorted("train." + ".".join(p.relative_to(TRAIN).with_suffix("").parts) for p in TRAIN.rglob("*.py")
+                     if p.stem not in ("__init__", "__main__", "script_root"))
+    code = ("import sys, importlib\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fiffdepth_testkit', 'tests', 'benchmarks'))\n"
+            "print(bad); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=CORE.parent,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr

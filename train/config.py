@@ -33,7 +33,10 @@ DEFAULTS = {
     "optim": {"lr": 3.0e-5, "weight_decay": 1.0e-2, "betas": [0.9, 0.999], "eps": 1.0e-8, "warmup_steps": 100,
               "decay_steps": 20000, "final_lr_fraction": 0.01, "max_grad_norm": 1.0},
     "train": {"max_steps": 20000, "batch_size": 2, "grad_accum": 8, "mixed_precision": "bf16",
-              "vae_dtype": "bf16", "gradient_checkpointing": True, "ema": {"enabled": False, "decay": 0.9999},
+              "vae_dtype": "bf16", "gradient_checkpointing": True, "optimizer": "adamw",
+              "ema": {"enabled": False, "decay": 0.9999, "on_cpu": False},
+              "lora": {"enabled": False, "rank": 32, "alpha": 32.0,
+                       "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]},
               "seed": 1234, "checkpoint_every": 1000, "keep_checkpoints": 3, "log_every": 10,
               "trackers": ["tensorboard"]},
     "export": {"single_file": False, "dtype": "fp32"},
@@ -42,8 +45,9 @@ DEFAULTS = {
 # Keys that may change when a run is resumed (run control, not the experiment).
 RESUMABLE_KEYS = {"train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
                   "train.trackers", "validation.every", "validation.max_images", "validation.log_images",
-                  "data.num_workers", "export.single_file", "export.dtype"}
+                  "data.num_workers", "export.single_file", "export.dtype", "train.ema.on_cpu"}
 MIXED_PRECISIONS = ("no", "fp16", "bf16")  # accelerate's autocast choices for train.mixed_precision
+OPTIMIZERS = ("adamw", "adamw8bit")  # torch's AdamW; bitsandbytes' 8-bit AdamW (pip install bitsandbytes)
 DTYPE_NAMES = tuple(DTYPES)  # train.vae_dtype, export.dtype
 
 
@@ -170,6 +174,13 @@ def check_config(config: dict) -> dict:
         _need(isinstance(train[key], int) and train[key] >= 1, f"train.{key}", "an integer >= 1", train[key])
     _need(train["mixed_precision"] in MIXED_PRECISIONS, "train.mixed_precision", f"one of {MIXED_PRECISIONS}",
           train["mixed_precision"])
+    _need(train["optimizer"] in OPTIMIZERS, "train.optimizer", f"one of {OPTIMIZERS}", train["optimizer"])
+    lora = train["lora"]
+    _need(isinstance(lora["rank"], int) and lora["rank"] >= 1, "train.lora.rank", "an integer >= 1", lora["rank"])
+    _need(lora["alpha"] > 0, "train.lora.alpha", "a positive number", lora["alpha"])
+    _need(len(lora["target_modules"]) > 0 and all(isinstance(m, str) and m for m in lora["target_modules"]),
+          "train.lora.target_modules", "a non-empty list of module names (e.g. [to_q, to_k, to_v, to_out.0])",
+          lora["target_modules"])
     _need(train["vae_dtype"] in DTYPE_NAMES, "train.vae_dtype", f"one of {DTYPE_NAMES}", train["vae_dtype"])
     _need(isinstance(optim["lr"], (int, float)) and optim["lr"] > 0, "optim.lr", "a positive number", optim["lr"])
     _need(0 <= optim["warmup_steps"] < optim["decay_steps"], "optim.warmup_steps", "in [0, optim.decay_steps)",
@@ -210,7 +221,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Experiment keys whose values differ between a run's saved config and ``current``."""
-    a, b = flatten(saved), flatten(current)
+    """Experiment keys whose values differ between a run's saved config and ``current`` (a key the saved config
+    lacks, written by an older version, counts as its default)."""
+    a, b = flatten(_merge(DEFAULTS, saved)), flatten(current)
     return sorted(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in set(a) | set(b)
                   if k not in RESUMABLE_KEYS and a.get(k) != b.get(k))

@@ -29,9 +29,11 @@ import torch
 
 from fiffdepth_core.method import DTYPES, LossWeights, PredictConfig, sd2_alphas_cumprod
 from train.config import flatten, load_config
-from train.models import build_models, trainable_setup
+from train.ema import ema_step, ema_weights
+from train.memory import PhaseMeter, log_budget, memory_budget
+from train.models import build_models, make_optimizer, trainable_setup
 from train.objective import FiffDepthObjective, encode_batch
-from train.run_folder import RunFolder, export_model
+from train.run_folder import RunFolder, export_model, export_sources
 from train.telemetry import Telemetry
 from train.validation import build_validation, run_validation
 
@@ -99,6 +101,7 @@ class Training:
     accelerator: object
     run: RunFolder
     unet: torch.nn.Module  # the trainable UNet (also inside ``objective``)
+    trainable: list  # the parameters the optimizer trains (all of the UNet's, or the LoRA adapters')
     vae: torch.nn.Module  # frozen
     base_dir: Path | None  # the base model's folder: its text encoder and tokenizer are copied into the export
     objective: torch.nn.Module  # as prepared by accelerate (DDP-wrapped on several processes)
@@ -111,13 +114,23 @@ class Training:
     validation_config: PredictConfig
     state: dict  # best_abs_rel, best_step, step (after a resume)
     unwrapped: FiffDepthObjective  # the objective without accelerate's wrapper: backbone and embedding
+    meter: PhaseMeter  # peak memory per phase
 
     @property
     def export_dtype(self) -> torch.dtype:
         return DTYPES[self.config["export"]["dtype"]]
 
 
-def setup(config: dict, args, accelerator, run: RunFolder) -> Training:
+def latent_sizes(config: dict, datasets: dict) -> dict[str, tuple[int, int]]:
+    """The largest latent (h, w) each branch feeds the UNet (datasets may have their own crop size)."""
+    def size(d):
+        return tuple(getattr(d, "size", None) or config["data"]["size"])
+
+    return {branch: max(((h // 8, w // 8) for h, w in map(size, found)), key=lambda hw: hw[0] * hw[1])
+            for branch, found in datasets.items()}
+
+
+def setup(config: dict, args, accelerator, run: RunFolder, meter: PhaseMeter) -> Training:
     """Data, models, objective, optimizer, schedule and EMA, prepared for ``accelerator``; resumed if asked."""
     train_settings, optim_settings, loss_settings = config["train"], config["optim"], config["loss"]
     datasets = build_datasets(config)
@@ -127,10 +140,12 @@ def setup(config: dict, args, accelerator, run: RunFolder) -> Training:
     weights = LossWeights(**{name: loss_settings[name] for name in ("mae", "gm", "keep", "gamma", "gm_scales")})
     objective = FiffDepthObjective(unet, vae, embed, sd2_alphas_cumprod(), weights,
                                    loss_settings["detach_filter_input"])
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=optim_settings["lr"], betas=tuple(optim_settings["betas"]),
-                                  eps=optim_settings["eps"], weight_decay=optim_settings["weight_decay"])
+    trainable, ema = trainable_setup(unet, train_settings, accelerator)
+    optimizer = make_optimizer(trainable, optim_settings, train_settings["optimizer"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(optim_settings))  # once per optimizer step
-    ema = trainable_setup(unet, train_settings, accelerator)
+    if accelerator.is_main_process:
+        log_budget(memory_budget(unet, vae, config, trainable, accelerator.device,
+                                 latent_sizes(config, datasets)), accelerator.device)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     checkpointed = (objective, optimizer, schedule, ema)
     vae.to(accelerator.device)
@@ -142,25 +157,34 @@ def setup(config: dict, args, accelerator, run: RunFolder) -> Training:
         checkpoint = run.resolve(args.resume)
         run.set_aside_later(checkpoint, accelerator)
         state = run.load(accelerator, checkpoint, checkpointed)
-        if ema is not None:
+        if ema is not None and not train_settings["ema"]["on_cpu"]:
             ema.to(accelerator.device)  # the state is read onto the CPU
         log.info("resumed from step %d", state["step"])
     validation_config = PredictConfig(processing_resolution=config["validation"]["processing_resolution"])
-    return Training(config, accelerator, run, unet, vae, base_dir, objective, optimizer, schedule, ema,
+    return Training(config, accelerator, run, unet, trainable, vae, base_dir, objective, optimizer, schedule, ema,
                     checkpointed, datasets, validation_items, validation_config, state,
-                    accelerator.unwrap_model(objective))
+                    accelerator.unwrap_model(objective), meter)
+
+
+def export(training: Training, name: str, with_text_encoder: bool, single_file: bool) -> None:
+    """The current (EMA) weights to RUN/<name>, streamed (see :func:`train.run_folder.export_sources`)."""
+    with training.meter.phase("export"), ema_weights(training.ema, training.trainable):
+        unet, vae, lora = export_sources(training.unet, training.vae, training.base_dir, training.config)
+        export_model(unet, vae, training.unwrapped.empty_embed, training.run.path / name,
+                     training.base_dir if with_text_encoder else None, single_file, training.export_dtype, lora)
 
 
 def train(config: dict, args, accelerator, run: RunFolder) -> dict:
     """Set up, run the optimizer steps, export the final (EMA) weights to RUN/export."""
-    training = setup(config, args, accelerator, run)
+    meter = PhaseMeter(accelerator.device)
+    with meter.phase("load"):
+        training = setup(config, args, accelerator, run, meter)
     history = training_loop(training)
     if accelerator.is_main_process:
-        with ema_weights(training.ema, training.unet):
-            export_model(training.unet, training.vae, training.unwrapped.empty_embed, run.path / "export",
-                         training.base_dir, config["export"]["single_file"], training.export_dtype)
+        export(training, "export", True, config["export"]["single_file"])
+        meter.log()
     accelerator.wait_for_everyone()
-    return {"losses": history, "state": training.state}
+    return {"losses": history, "state": training.state, "memory": meter.summary()}
 
 
 def training_loop(training: Training) -> list[float]:
@@ -177,7 +201,8 @@ def training_loop(training: Training) -> list[float]:
     try:
         while step < train_settings["max_steps"]:
             began = time.perf_counter()
-            terms = optimizer_step(training, step, batches)
+            with training.meter.phase("train"):
+                terms = optimizer_step(training, step, batches)
             step += 1
             terms["step_seconds"] = time.perf_counter() - began
             history.append(terms["total"])
@@ -186,7 +211,9 @@ def training_loop(training: Training) -> list[float]:
             if step % config["validation"]["every"] == 0 or last:
                 validate_and_keep_best(training, step, telemetry)
             if step % train_settings["checkpoint_every"] == 0 or last:
-                run.save(accelerator, step, training.state, train_settings["keep_checkpoints"], training.checkpointed)
+                with training.meter.phase("checkpoint"):
+                    run.save(accelerator, step, training.state, train_settings["keep_checkpoints"],
+                             training.checkpointed)
     except KeyboardInterrupt:
         if not run.has(step):
             log.warning("interrupted at step %d: saving a checkpoint before exiting", step)
@@ -218,13 +245,13 @@ def optimizer_step(training: Training, step: int, batches) -> dict[str, float]:
         sums["skipped"] = sums.get("skipped", 0) + synthetic["skipped"].sum() + real["skipped"].sum()
     terms = {key: value.item() for key, value in sums.items()}
     if max_grad_norm:
-        terms["grad_norm"] = float(accelerator.clip_grad_norm_(training.unet.parameters(), max_grad_norm))
+        terms["grad_norm"] = float(accelerator.clip_grad_norm_(training.trainable, max_grad_norm))
     terms["lr"] = training.optimizer.param_groups[0]["lr"]  # the rate this step uses (the schedule steps after it)
     training.optimizer.step()
     training.optimizer.zero_grad(set_to_none=True)
     training.schedule.step()
     if training.ema is not None:
-        training.ema.step(training.unet.parameters())
+        ema_step(training.ema, training.trainable)
     return terms
 
 
@@ -233,31 +260,15 @@ def validate_and_keep_best(training: Training, step: int, telemetry: Telemetry) 
     accelerator, unet = training.accelerator, training.unet
     if accelerator.is_main_process and training.validation_items:
         unet.eval()
-        with ema_weights(training.ema, unet):
+        with training.meter.phase("validate"), ema_weights(training.ema, training.trainable):
             metrics, depths = run_validation(training.unwrapped.backbone(), training.validation_items,
                                              training.validation_config)
             telemetry.validation(step, metrics, training.validation_items, depths)
-            if metrics["abs_rel"] < training.state["best_abs_rel"]:
-                training.state = {**training.state, "best_abs_rel": metrics["abs_rel"], "best_step": step}
-                export_model(unet, training.vae, training.unwrapped.empty_embed, training.run.path / "best", None,
-                             False, training.export_dtype)  # the embedding is in it; no text encoder copy
+        if metrics["abs_rel"] < training.state["best_abs_rel"]:
+            training.state = {**training.state, "best_abs_rel": metrics["abs_rel"], "best_step": step}
+            export(training, "best", False, False)  # the embedding is in it; no text encoder copy
         unet.train()
     accelerator.wait_for_everyone()
-
-
-@contextlib.contextmanager
-def ema_weights(ema, unet: torch.nn.Module):
-    """The EMA weights swapped into ``unet`` for the duration (a no-op without EMA)."""
-    if ema is None:
-        yield
-        return
-    params = list(unet.parameters())
-    ema.store(params)
-    ema.copy_to(params)
-    try:
-        yield
-    finally:
-        ema.restore(params)
 
 
 def main(argv=None) -> dict:
@@ -290,7 +301,7 @@ if __name__ == "__main__":
 
     try:
         main()
-    except (FileNotFoundError, FileExistsError, ValueError, RunFolderError, OSError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, RunFolderError, OSError, ImportError) as error:
         log.debug("traceback", exc_info=True)  # in the log at --log-level DEBUG
         log.error("%s", error)
         sys.exit(2)

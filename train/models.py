@@ -17,6 +17,8 @@ import torch
 from fiffdepth_core.method import DTYPES, training_family
 from fiffdepth_core.weights import empty_embedding, inspect_checkpoint, instantiate, load_state_dict
 
+from .random_models import write_random_pipeline
+
 log = logging.getLogger(__name__)
 
 HUB_FILES = ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
@@ -65,8 +67,6 @@ def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
         made = base / "recipe.json"
         stale = made.is_file() and made.read_text() != recipe  # left by a start that failed with other settings
         if accelerator.is_main_process and (stale or not (base / "model_index.json").is_file()):
-            from fiffdepth_testkit.models import write_random_pipeline
-
             partial = run_path / "base_model.partial"  # renamed when complete: an interrupted build is redone
             shutil.rmtree(partial, ignore_errors=True)
             write_random_pipeline(partial, geometry=model["random_geometry"], seed=model["seed"])
@@ -113,19 +113,46 @@ def build_models(config: dict, run_path: Path, accelerator):
     return unet, vae, embed, base
 
 
-def trainable_setup(unet: torch.nn.Module, train: dict, accelerator):
-    """Train mode, gradient checkpointing, TF32 matmuls on CUDA, and the optional EMA (returned, or None)."""
+def trainable_setup(unet: torch.nn.Module, train: dict, accelerator) -> tuple[list[torch.nn.Parameter], object]:
+    """Train mode, LoRA adapters when asked, gradient checkpointing, TF32 matmuls on CUDA, and the optional EMA;
+    returns (the trained parameters, the EMA or None)."""
     unet.train()
-    unet.requires_grad_(True)
+    if train["lora"]["enabled"]:
+        from .lora import apply_lora
+
+        frozen = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train["mixed_precision"], torch.float32)
+        trainable = apply_lora(unet, train["lora"], frozen)
+        log.info("LoRA rank %d on %s: %.2fM trained parameters, the %.0fM of the base UNet frozen in %s",
+                 train["lora"]["rank"], ", ".join(train["lora"]["target_modules"]),
+                 sum(p.numel() for p in trainable) / 1e6,
+                 sum(p.numel() for p in unet.parameters() if not p.requires_grad) / 1e6, frozen)
+    else:
+        unet.requires_grad_(True)
+        trainable = list(unet.parameters())
     if train["gradient_checkpointing"]:
         unet.enable_gradient_checkpointing()
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if not train["ema"]["enabled"]:
-        return None
+        return trainable, None
     from diffusers.training_utils import EMAModel
 
-    ema = EMAModel(unet.parameters(), decay=train["ema"]["decay"])
-    ema.to(accelerator.device)
-    return ema
+    ema = EMAModel(trainable, decay=train["ema"]["decay"])
+    ema.to("cpu" if train["ema"]["on_cpu"] else accelerator.device)
+    return trainable, ema
+
+
+def make_optimizer(trainable: list[torch.nn.Parameter], optim: dict, kind: str) -> torch.optim.Optimizer:
+    """torch's AdamW, or bitsandbytes' 8-bit AdamW (``adamw8bit``: blockwise 8-bit moment estimates, a quarter of
+    AdamW's state memory; bitsandbytes is imported only when chosen)."""
+    settings = {"lr": optim["lr"], "betas": tuple(optim["betas"]), "eps": optim["eps"],
+                "weight_decay": optim["weight_decay"]}
+    if kind == "adamw":
+        return torch.optim.AdamW(trainable, **settings)
+    try:
+        import bitsandbytes
+    except ImportError as err:
+        raise ImportError("`train.optimizer: adamw8bit` needs bitsandbytes (pip install bitsandbytes, or the "
+                          f"`train` extra): {err}") from None
+    return bitsandbytes.optim.AdamW8bit(trainable, **settings)

@@ -5,7 +5,8 @@ Layout::
     RUN/config.yaml                   the resolved config (written once; a resume must match it)
     RUN/checkpoints/step-00001000/    UNet, optimizer, LR schedule, EMA, RNG (safetensors/JSON) + trainer.json
     RUN/best/                         the best validated model, official diffusers layout
-    RUN/export/                       the final model, official diffusers layout (+ fiffdepth.safetensors bundle)
+    RUN/export/                       the final model, official diffusers layout (+ fiffdepth.safetensors bundle;
+                                      + fiffdepth_lora.safetensors for a LoRA run)
     RUN/logs/                         TensorBoard
     RUN/.lock                         held (OS file lock) by the process training in this folder; holds its pid
 
@@ -181,8 +182,37 @@ def swap_in(build, final: Path) -> Path:
     return final
 
 
-def export_model(unet, vae, embed, out_dir: Path, base_dir: Path | None, single_file: bool, dtype) -> Path:
-    """The official diffusers layout (plus a one-file bundle on request) that FiffDepthLoader and the CLI load."""
+def export_sources(unet, vae, base_dir: Path | None, config: dict):
+    """What an export writes, as streamed sources: (UNet, VAE, LoRA file or None).
+
+    The VAE is frozen, so it is written from the base model's files (full precision, even when training held it
+    in bf16). A full fine-tune writes the live UNet; a LoRA run writes the merged UNet (base from its files + the
+    adapter's delta) and the adapter as a kohya-layout LoRA file.
+    """
+    from fiffdepth_core.weights import inspect_checkpoint, stored_weights
+
+    info = inspect_checkpoint(base_dir) if base_dir is not None else None
+    stored_vae = stored_weights(info, "vae") if info is not None else None
+    vae_source = stored_vae if stored_vae is not None else vae
+    if not config["train"]["lora"]["enabled"]:
+        return unet, vae_source, None
+    from .lora import LORA_FILE, live_base_weights, lora_entries, lora_metadata, merged_weights
+
+    base = stored_weights(info, "unet") if info is not None else None
+    if base is None:
+        log.warning("the base UNet is not in safetensors files: the merged export uses the frozen %s copy",
+                    next(unet.parameters()).dtype)
+        base = live_base_weights(unet)
+    lora = (LORA_FILE, lora_entries(unet), lora_metadata(unet, config["train"]["lora"]))
+    return merged_weights(unet, base), vae_source, lora
+
+
+def export_model(unet, vae, embed, out_dir: Path, base_dir: Path | None, single_file: bool, dtype,
+                 lora: tuple | None = None) -> Path:
+    """The official diffusers layout (plus a one-file bundle on request, and a LoRA file when given) that
+    FiffDepthLoader and the CLI load. ``unet``/``vae``: models or ``ModelWeights`` sources, written one tensor at a
+    time; ``base_dir``: where the text encoder and tokenizer are copied from (None: left out)."""
+    from fiffdepth_core.fileio import write_tensors
     from fiffdepth_core.weights import export_bundle, export_diffusers
 
     text_dir = base_dir / "text_encoder" if base_dir is not None and (base_dir / "text_encoder").is_dir() else None
@@ -192,6 +222,9 @@ def export_model(unet, vae, embed, out_dir: Path, base_dir: Path | None, single_
         export_diffusers(folder, unet, vae, embed, text_dir, tok_dir, dtype=dtype, overwrite=True)
         if single_file:
             export_bundle(folder / "fiffdepth.safetensors", unet, vae, embed, dtype=dtype, overwrite=True)
+        if lora is not None:
+            name, entries, metadata = lora
+            write_tensors(folder / name, entries, metadata, overwrite=True)
 
     swap_in(build, out_dir)
     log.info("exported %s", out_dir)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fiffdepth_core.fileio import write_atomic
+from fiffdepth_core.fileio import write_atomic, write_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class StateError(ValueError):
 def split_state(obj, tensors: dict[str, torch.Tensor], path: str = "s"):
     """``obj`` as a JSON-ready skeleton; every tensor (and numpy array) goes into ``tensors`` under a key."""
     if isinstance(obj, torch.Tensor):
-        tensors[path] = obj.detach().cpu().contiguous().clone()
+        tensors[path] = obj.detach()  # written from its own memory (moved to the CPU one tensor at a time)
         return {"__tensor__": path}
     if isinstance(obj, np.ndarray):
         tensors[path] = torch.from_numpy(np.ascontiguousarray(obj).astype(np.int64 if obj.dtype.kind in "ui"
@@ -90,11 +90,9 @@ def join_state(skeleton, tensors: dict[str, torch.Tensor], where: str):
 
 
 def save_tensors_state(path: Path, state) -> None:
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     skeleton = json.dumps(split_state(state, tensors))
-    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata={SKELETON: skeleton}), overwrite=True)
+    write_state_dict(path, tensors, metadata={SKELETON: skeleton}, overwrite=True)
 
 
 def load_tensors_state(path: Path):
@@ -164,15 +162,14 @@ def refuse_pickles(folder: Path) -> None:
 
 
 def save_training_state(folder: Path, accelerator, model, optimizer, scheduler, ema) -> None:
-    """Every process writes its RNG state; the main process writes the shared state."""
-    from safetensors.torch import save_file
-
+    """Every process writes its RNG state; the main process writes the shared state, each tensor streamed from
+    the live model and optimizer (no copy of either is made). Only the trained parameters are saved: frozen ones
+    (a LoRA run's base UNet) come back from the base model when the run resumes."""
     folder.mkdir(parents=True, exist_ok=True)
     save_tensors_state(folder / f"rng_{accelerator.process_index}.safetensors", rng_state())
     if not accelerator.is_main_process:
         return
-    weights = {k: v.detach().cpu().contiguous().clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
-    write_atomic(folder / "model.safetensors", lambda tmp: save_file(weights, str(tmp)), overwrite=True)
+    write_state_dict(folder / "model.safetensors", trained_state(accelerator.unwrap_model(model)), overwrite=True)
     save_tensors_state(folder / "optimizer.safetensors", optimizer.state_dict())
     save_json_state(folder / "scheduler.json", {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"})
     if ema is not None:
@@ -181,19 +178,47 @@ def save_training_state(folder: Path, accelerator, model, optimizer, scheduler, 
         save_json_state(folder / "scaler.json", accelerator.scaler.state_dict())
 
 
+def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state entries a checkpoint holds: every trained parameter and every buffer (live tensors, no copies)."""
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in frozen}
+
+
+def load_weights_into(model: torch.nn.Module, path: Path) -> None:
+    """Copy the tensors of ``path`` into ``model``'s trained entries one at a time (no second copy of the model);
+    the file must hold exactly those entries, with their shapes."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise StateError(f"cannot resume: {path} is missing")
+    expected = trained_state(model)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            keys = set(handle.keys())
+            missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+            if missing or unexpected:
+                raise StateError(f"cannot resume from {path.parent}: its model state does not fit this run "
+                                 f"({len(missing)} missing e.g. {missing[:3]}, {len(unexpected)} unexpected e.g. "
+                                 f"{unexpected[:3]})")
+            with torch.no_grad():
+                for key, target in expected.items():
+                    value = handle.get_tensor(key)
+                    if value.shape != target.shape:
+                        raise StateError(f"cannot resume from {path.parent}: `{key}` has shape "
+                                         f"{tuple(value.shape)}, this run's has {tuple(target.shape)}")
+                    target.copy_(value)
+                    del value
+    except StateError:
+        raise
+    except Exception as err:  # safetensors' own errors for damaged files
+        raise StateError(f"cannot resume: {path} is not readable ({err})") from None
+
+
 def load_training_state(folder: Path, accelerator, model, optimizer, scheduler, ema) -> None:
     """Restore what :func:`save_training_state` wrote; refuses pickle files and names any missing or bad file."""
-    from safetensors.torch import load_file
-
     refuse_pickles(folder)
+    load_weights_into(accelerator.unwrap_model(model), folder / "model.safetensors")
     try:
-        weights = load_file(str(folder / "model.safetensors"))
-    except FileNotFoundError:
-        raise StateError(f"cannot resume: {folder / 'model.safetensors'} is missing") from None
-    except Exception as err:
-        raise StateError(f"cannot resume: {folder / 'model.safetensors'} is not readable ({err})") from None
-    try:
-        accelerator.unwrap_model(model).load_state_dict(weights)
         optimizer.load_state_dict(load_tensors_state(folder / "optimizer.safetensors"))
         schedule = load_json_state(folder / "scheduler.json")
         schedule["lr_lambdas"] = [None] * len(scheduler.lr_lambdas)

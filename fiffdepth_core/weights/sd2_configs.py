@@ -1,7 +1,7 @@
 """Stable Diffusion 2's model geometry: the diffusers configs of ``stabilityai/stable-diffusion-2``.
 
 The checkpoint loader falls back on these when single files carry no config of their own; random-weight models of
-this geometry (for benchmarks) are built by the test kit (``fiffdepth_testkit``), not here.
+this geometry (real-size training runs, benchmarks) are built by the trainer (``train/random_models.py``), not here.
 """
 
 from __future__ import annotations
