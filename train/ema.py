@@ -13,9 +13,10 @@ import torch
 
 
 @torch.no_grad()
-def ema_step(ema, params: list[torch.nn.Parameter]) -> None:
-    """One EMA update from ``params`` (the trained parameters, in the order the EMA was made with)."""
-    if all(s.device == p.device for s, p in zip(ema.shadow_params, params)):
+def ema_step(ema, params: list[torch.nn.Parameter], on_cpu: bool = False) -> None:
+    """One EMA update from ``params`` (the trained parameters, in the order the EMA was made with); ``on_cpu``:
+    the EMA is held on the CPU, each parameter is brought to it in turn."""
+    if not on_cpu:
         ema.step(params)
         return
     ema.optimization_step += 1  # what EMAModel.step does, one parameter at a time across devices

@@ -251,7 +251,7 @@ def optimizer_step(training: Training, step: int, batches) -> dict[str, float]:
     training.optimizer.zero_grad(set_to_none=True)
     training.schedule.step()
     if training.ema is not None:
-        ema_step(training.ema, training.trainable)
+        ema_step(training.ema, training.trainable, training.config["train"]["ema"]["on_cpu"])
     return terms
 
 
@@ -269,6 +269,20 @@ def validate_and_keep_best(training: Training, step: int, telemetry: Telemetry) 
             export(training, "best", False, False)  # the embedding is in it; no text encoder copy
         unet.train()
     accelerator.wait_for_everyone()
+
+
+def warn_slow_bf16(config: dict, device: torch.device) -> None:
+    """bf16 on a CPU without bf16 kernels (AVX2-only x86) runs convolutions ~100x slower than fp32: say so."""
+    train = config["train"]
+    if device.type != "cpu" or "bf16" not in (train["mixed_precision"], train["vae_dtype"]):
+        return
+    try:
+        fast = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        fast = False
+    if not fast:
+        log.warning("this CPU has no bf16 kernels: bf16 (train.mixed_precision / train.vae_dtype) runs about 100x "
+                    "slower than fp32 here; set train.mixed_precision=no and train.vae_dtype=fp32 for CPU runs")
 
 
 def main(argv=None) -> dict:
@@ -289,6 +303,7 @@ def main(argv=None) -> dict:
             run.check(config, resuming=bool(args.resume))
         accelerator.wait_for_everyone()
         torch.manual_seed(train_settings["seed"])
+        warn_slow_bf16(config, accelerator.device)
         log.info("config:\n%s", "\n".join(f"  {k} = {v}" for k, v in flatten(config).items()))
         return train(config, args, accelerator, run)
     finally:

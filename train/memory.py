@@ -52,23 +52,42 @@ def optimizer_state_bytes(trainable: list[torch.nn.Parameter], kind: str) -> int
     return total
 
 
-def trace_activations(unet_config: dict, batch: int, latent_hw: tuple[int, int], autocast_dtype, checkpointing: bool,
-                      device_type: str = "cpu") -> tuple[int, int]:
+def trace_activations(unet_config: dict, batch: int, latent_hw: tuple[int, int], autocast_dtype,
+                      checkpointing: bool) -> tuple[int, int]:
     """(bytes autograd keeps from one UNet forward until its backward, the largest extra during the backward of
-    one checkpointed block) for ``batch`` latents of ``latent_hw``, counted on fake tensors."""
+    one checkpointed block) for ``batch`` latents of ``latent_hw``, counted on fake CPU tensors under CPU
+    autocast (which casts the same operations to low precision as CUDA's)."""
     from diffusers import UNet2DConditionModel
     from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class WeightCasts(TorchDispatchMode):
+        """Notes autocast's low-precision copies of the weights: autograd saves them too, but they are the
+        "weight copies" line of the budget, not activations."""
+
+        def __init__(self, weights: set):
+            super().__init__()
+            self.weights, self.casts, self.alive = weights, set(), []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.ops.aten._to_copy.default and args[0].untyped_storage()._cdata in self.weights:
+                self.casts.add(out.untyped_storage()._cdata)
+                self.alive.append(out)  # fake: costs nothing, and its address is not reused while counting
+            return out
 
     with FakeTensorMode(allow_non_fake_inputs=True):
         unet = UNet2DConditionModel.from_config(unet_config).train()
-        seen = {p.untyped_storage()._cdata for p in unet.parameters()}
+        weights = {p.untyped_storage()._cdata for p in unet.parameters()}
+        spy = WeightCasts(weights)
+        seen = set(weights)
         blocks: dict[int, int] = {}
         current: list[int] = []
         counted = [0]
 
         def pack(x: torch.Tensor):
             key = x.untyped_storage()._cdata
-            if key not in seen:
+            if key not in seen and key not in spy.casts:
                 seen.add(key)
                 size = x.untyped_storage().nbytes()
                 counted[0] += size
@@ -78,18 +97,21 @@ def trace_activations(unet_config: dict, batch: int, latent_hw: tuple[int, int],
 
         def run(checkpoint: bool) -> int:
             counted[0] = 0
+            spy.casts.clear()
+            spy.alive.clear()
             if checkpoint:
                 unet.enable_gradient_checkpointing()
             else:
                 unet.disable_gradient_checkpointing()
             x = torch.zeros(batch, unet_config.get("in_channels", 4), *latent_hw)  # [B,C,h,w]
             context = torch.zeros(batch, 2, unet_config["cross_attention_dim"])  # [B,T,D]
-            cast = torch.autocast(device_type, autocast_dtype) if autocast_dtype else contextlib.nullcontext()
-            with cast, torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            cast = torch.autocast("cpu", autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+            with cast, spy, torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
                 extra = {}
                 if unet_config.get("class_embed_type") == "projection":
                     extra["class_labels"] = torch.zeros(batch, unet_config["projection_class_embeddings_input_dim"])
-                unet(x, torch.zeros(batch, dtype=torch.long), encoder_hidden_states=context, **extra)
+                out = unet(x, torch.zeros(batch, dtype=torch.long), encoder_hidden_states=context, **extra)
+            del out  # the graph (and what it saved) goes only now: no storage is reused while counting
             return counted[0]
 
         hooks = []
@@ -102,7 +124,7 @@ def trace_activations(unet_config: dict, batch: int, latent_hw: tuple[int, int],
         if not checkpointing:
             return full, 0
         seen.clear()
-        seen.update(p.untyped_storage()._cdata for p in unet.parameters())
+        seen.update(weights)
         return run(True), transient
 
 
@@ -136,8 +158,7 @@ def memory_budget(unet, vae, config: dict, trainable: list[torch.nn.Parameter], 
         unet_config = dict(unwrap_module(unet).config)
         kept, transient = 0, 0
         for branch, hw in latent_sizes.items():
-            retained, extra = trace_activations(unet_config, batch, hw, precision, train["gradient_checkpointing"],
-                                                device.type if device.type in ("cpu", "cuda") else "cpu")
+            retained, extra = trace_activations(unet_config, batch, hw, precision, train["gradient_checkpointing"])
             kept += 2 * retained  # two UNet passes per branch: d0 and trajectory / d0 and d-1
             transient = max(transient, extra)
         sizes = ", ".join(f"{b} {h * 8}x{w * 8}" for b, (h, w) in latent_sizes.items())

@@ -63,7 +63,8 @@ def write_tensors(path: str | Path, entries: Iterable[TensorEntry], metadata: di
     entries = list(entries)
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
-        raise ValueError(f"`entries` must have unique names; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"`entries` must have unique names; repeated: {repeated}")
     header: dict = {}
     if metadata:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):

@@ -12,8 +12,8 @@ from .ldm_config import ldm_unet_config
 from .sd2_configs import SD2_TEXT_CONFIG, SD2_UNET_CONFIG, SD2_VAE_CONFIG
 
 __all__ = [
-    "CheckpointError", "CheckpointInfo", "ModelWeights", "SD2_TEXT_CONFIG", "SD2_UNET_CONFIG", "SD2_VAE_CONFIG", "empty_embedding",
-    "export_bundle", "export_diffusers", "export_single_files", "find_checkpoints", "fingerprint",
+    "CheckpointError", "CheckpointInfo", "ModelWeights", "SD2_TEXT_CONFIG", "SD2_UNET_CONFIG", "SD2_VAE_CONFIG",
+    "empty_embedding", "export_bundle", "export_diffusers", "export_single_files", "find_checkpoints", "fingerprint",
     "inspect_checkpoint", "instantiate", "ldm_unet_config", "load_standalone", "load_state_dict", "model_weights",
     "pipeline_index", "stored_weights",
 ]
