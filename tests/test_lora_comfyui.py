@@ -71,7 +71,7 @@ def test_core_lora_loader_on_the_base_unet_equals_the_merged_checkpoint(tmp_path
         "10": {"class_type": "FiffDepthSave", "inputs": {"depth": ["9", 1], "filename_prefix": "base/depth",
                                                           "format": "npy"}},
     }
-    with comfy_server(tmp_path) as url:
+    with comfy_server(tmp_path, timeout=300) as url:
         status, body = post_prompt(url, prompt)
         assert status == 200, body
         wait_for(url, body["prompt_id"])
