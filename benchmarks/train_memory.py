@@ -39,7 +39,7 @@ print("@@RESULT@@" + json.dumps({"memory": result["memory"], "losses": result["l
 def overrides(args) -> list[str]:
     height, width = args.size
     sets = ["model.random_geometry=sd2", "model.vae_warmup.steps=0", f"data.size=[{height},{width}]",
-            f"train.mixed_precision={'bf16' if args.precision == 'bf16' else 'no'}",
+            f"train.mixed_precision={'bf16' if args.precision == 'bf16' else chr(34) + 'no' + chr(34)}",
             f"train.vae_dtype={args.precision}", "train.gradient_checkpointing=true",
             f"train.batch_size={args.batch}", f"train.grad_accum={args.grad_accum}", f"train.max_steps={args.steps}",
             "train.checkpoint_every=1", "validation.every=1", "validation.max_images=2", "validation.log_images=0",

@@ -33,7 +33,7 @@ def fast_bf16() -> bool:
 
 
 PRECISION = (["train.mixed_precision=bf16", "train.vae_dtype=bf16"] if fast_bf16()
-             else ["train.mixed_precision=no", "train.vae_dtype=fp32"])
+             else ['train.mixed_precision="no"', "train.vae_dtype=fp32"])  # quoted: YAML reads no as false
 RECIPE_AT_64 = ["model.random_geometry=sd2", "model.vae_warmup.steps=0", "data.size=[64,64]", *PRECISION,
                 "train.gradient_checkpointing=true",
                 "train.batch_size=1", "train.grad_accum=2", "train.checkpoint_every=1", "train.keep_checkpoints=1",
