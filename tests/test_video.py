@@ -41,14 +41,15 @@ def test_streaming_round_trip_keeps_count_size_and_rate(tmp_path, size, fps):
     path = tmp_path / "clip.mp4"
     write_clip(path, frames, fps)
     info = probe_video(path)
-    assert (info.height, info.width) == size and info.fps == fps and info.frames == 11
+    even = (size[0] + size[0] % 2, size[1] + size[1] % 2)  # odd sizes are padded: 4:2:0 needs even ones
+    assert (info.height, info.width) == even and info.fps == fps and info.frames == 11
     decoded = list(read_frames(path))
     assert len(decoded) == 11
     for k, (original, back) in enumerate(zip(frames, decoded)):
-        assert back.shape == (*size, 3) and back.dtype == np.uint8
-        error = np.abs(back.astype(float) - original).mean()  # lossy (4:2:0 chroma, grain), but the same pictures
-        assert error < 8.0 and error < 0.5 * np.abs(back.astype(float) - frames[(k + 5) % 11]).mean(), k
-
+        assert back.shape == (*even, 3) and back.dtype == np.uint8
+        back = back[:size[0], :size[1]].astype(float)  # (the padding repeats the edge: tests/test_video_io.py)
+        error = np.abs(back - original).mean()  # lossy (4:2:0 chroma, grain), but the same pictures
+        assert error < 8.0 and error < 0.5 * np.abs(back - frames[(k + 5) % 11]).mean(), k
 
 def test_writer_never_clobbers_and_leaves_no_partial_file(tmp_path):
     path = tmp_path / "keep.mp4"

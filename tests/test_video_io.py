@@ -354,3 +354,116 @@ def test_common_video_containers_are_videos(tmp_path):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "notes.txt").write_bytes(b"")
     assert [p.name for p in list_videos([tmp_path])] == sorted(names)
+
+
+# 7. playable outputs: 4:2:0, the source's sample aspect ratio and frame timing ----------------------------------
+
+
+VFR_TIMES = [Fraction(t, 1000) for t in (0, 40, 80, 200, 240, 400, 440, 480)]  # 25 fps with two long gaps
+
+
+def encode_source(path: Path, frames: list[np.ndarray], times: list[Fraction], sar: Fraction) -> None:
+    """An odd-sized, variable-frame-rate, anamorphic clip, as phones and screen recorders make them (4:4:4)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(H264, rate=25)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv444p"
+        stream.codec_context.sample_aspect_ratio = sar
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for array, time in zip(frames, times):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = int(time * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def stream_facts(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        times = [Fraction(f.pts) * Fraction(f.time_base or stream.time_base) for f in container.decode(stream)]
+        return {"size": (stream.codec_context.width, stream.codec_context.height),
+                "pix_fmt": stream.codec_context.pix_fmt, "sar": stream.sample_aspect_ratio,
+                "times": [t - times[0] for t in times], "duration": container.duration / 1e6}
+
+
+@needs_h264
+def test_odd_sizes_are_padded_to_420_with_the_sample_aspect_ratio_and_times_kept(tmp_path):
+    source = tmp_path / "phone.mp4"
+    frames = pictures(len(VFR_TIMES), 35, 51, seed=4)
+    encode_source(source, frames, VFR_TIMES, Fraction(4, 3))
+    info = probe_video(source)
+    assert info.sample_aspect_ratio == Fraction(4, 3) and (info.width, info.height) == (51, 35)
+    timed = list(video_module.read_timed_frames(source))
+    assert [t for _, t in timed] == VFR_TIMES  # exact: time stamp x time base
+    out = tmp_path / "depth.mp4"
+    with VideoWriter(out, info.fps, sample_aspect_ratio=info.sample_aspect_ratio, time_base=info.time_base) as writer:
+        for array, time in timed:
+            writer.write(array, time)
+    facts = stream_facts(out)
+    assert facts["pix_fmt"] == "yuv420p" and facts["size"] == (52, 36) and facts["sar"] == Fraction(4, 3)
+    assert facts["times"] == VFR_TIMES  # the variable frame rate is kept, frame by frame
+    source_duration = stream_facts(source)["duration"]
+    assert abs(facts["duration"] - source_duration) < 0.041, (facts["duration"], source_duration)
+    back = [array for array, _ in video_module.read_timed_frames(out)]
+    assert np.abs(back[3][:35, :51].astype(float) - frames[3]).mean() < 8  # the picture, with a repeated edge
+    assert np.abs(back[3][:35, 51].astype(float) - back[3][:35, 50]).mean() < 4
+
+
+def test_mpeg4_fallback_keeps_a_constant_rate_and_says_so_for_irregular_times(tmp_path, monkeypatch, caplog):
+    if "mpeg4" not in av.codecs_available:
+        pytest.skip("this FFmpeg build has no mpeg4 encoder")
+    monkeypatch.setattr(video_module._av(), "codecs_available", set(av.codecs_available) - {"libx264"})
+    out = tmp_path / "fallback.mp4"
+    with caplog.at_level(logging.WARNING, logger="fiffdepth_core.app.video"):
+        with VideoWriter(out, 25) as writer:
+            for array, time in zip(pictures(len(VFR_TIMES), 35, 51), VFR_TIMES):
+                writer.write(array, time)
+    facts = stream_facts(out)
+    assert facts["pix_fmt"] == "yuv420p" and facts["size"] == (52, 36)
+    assert facts["times"] == [Fraction(k, 25) for k in range(len(VFR_TIMES))]
+    assert [r.getMessage() for r in caplog.records] == [
+        "fallback.mp4: the source's frame times are irregular (variable frame rate), but this FFmpeg build has no "
+        "H.264 encoder; written at a constant 25 fps instead"]
+
+
+@needs_h264
+@pytest.mark.parametrize("rotation", [90, 180])
+def test_a_quarter_turned_video_swaps_its_sample_aspect_ratio(tmp_path, rotation):
+    source = tmp_path / "turned.mp4"
+    with av.open(str(source), "w") as container:  # a phone video: the display matrix asks for a turn
+        stream = container.add_stream(H264, rate=12)
+        if not hasattr(stream, "set_display_rotation"):
+            pytest.skip(f"PyAV {av.__version__} cannot write a display rotation")
+        stream.width, stream.height, stream.pix_fmt = 52, 36, "yuv420p"
+        stream.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        stream.set_display_rotation(rotation)
+        for array in pictures(3, 36, 52):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    info = probe_video(source)
+    shown = Fraction(3, 4) if rotation == 90 else Fraction(4, 3)  # a pixel's width becomes its height
+    assert (abs(info.rotation), info.sample_aspect_ratio) == (rotation, shown)
+
+
+@needs_h264
+def test_cli_videos_of_an_odd_sized_anamorphic_variable_rate_clip_play(tmp_path, tiny_checkpoint):
+    """What ``fiffdepth predict`` writes for a phone-like clip: yuv420p at the next even size, the source's SAR, and
+    every frame at the source's time; the depth files keep the exact size."""
+    from fiffdepth_core.app.cli import main
+
+    times = VFR_TIMES[:6]
+    source = tmp_path / "phone.mp4"
+    encode_source(source, pictures(len(times), 35, 51, seed=2), times, Fraction(8, 9))
+    out = tmp_path / "out"
+    assert main(["predict", str(source), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
+                 "--format", "npy", "color", "--output-dir", str(out), "-q"]) == 0
+    assert np.load(out / "phone" / "phone_000000.npy").shape == (35, 51)
+    for name in ("phone_controlnet.mp4", "phone_color.mp4"):
+        facts = stream_facts(out / name)
+        assert (facts["pix_fmt"], facts["size"], facts["sar"]) == ("yuv420p", (52, 36), Fraction(8, 9)), name
+        assert facts["times"] == times, name
+        assert probe_video(out / name).frames == len(times)

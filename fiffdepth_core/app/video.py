@@ -54,6 +54,8 @@ class VideoInfo:
     frames: int | None  # as the container declares it (None when it does not say)
     rotation: int = 0  # degrees counter-clockwise that bring the stored frames upright (phone videos: often +-90)
     seconds: float | None = None  # the stream's (or else the container's) duration, when the file says
+    sample_aspect_ratio: Fraction = Fraction(1)  # of a pixel as shown (width / height; anamorphic video: not 1)
+    time_base: Fraction | None = None  # the stream's unit of time stamps
 
     def estimated_frames(self) -> int | None:
         """The declared frame count, or else duration x frame rate (MKV and WebM often declare no count)."""
@@ -175,7 +177,11 @@ def probe_video(path: str | Path) -> VideoInfo:
                 width, height = height, width
             seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else \
                 (container.duration / 1e6 if container.duration else None)  # container.duration: microseconds
-            return VideoInfo(width, height, Fraction(fps), frames, rotation, seconds)
+            sar = Fraction(stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio or 1)
+            if round(rotation / 90) % 2 and sar:
+                sar = 1 / sar  # turned a quarter: a pixel's width becomes its height
+            return VideoInfo(width, height, Fraction(fps), frames, rotation, seconds, sar or Fraction(1),
+                             Fraction(stream.time_base) if stream.time_base else None)
     except av.error.FFmpegError as err:
         raise ValueError(f"cannot read video {path}: {err}") from err
 
@@ -183,7 +189,13 @@ def probe_video(path: str | Path) -> VideoInfo:
 def read_frames(path: str | Path) -> Iterator[np.ndarray]:
     """The frames of the first video stream (not cover art) as ``[H,W,3]`` uint8 RGB arrays, decoded one at a time
     and turned upright as the file asks (:func:`upright`; PyAV before 14 does not report rotation, and frames stay
-    as stored).
+    as stored). :func:`read_timed_frames` gives each frame's time too."""
+    return (array for array, _ in read_timed_frames(path))
+
+
+def read_timed_frames(path: str | Path) -> Iterator[tuple[np.ndarray, Fraction | None]]:
+    """:func:`read_frames` with each frame's presentation time in seconds, counted from the first frame (exact:
+    time stamp x time base), or None where the stream gives no time stamp. Variable frame rate shows here.
 
     As tolerant as FFmpeg: a damaged packet is skipped, not fatal, and frames after a change of picture size are
     scaled to the first frame's size. One warning at the end names the file and what was skipped or missing (fewer
@@ -196,6 +208,7 @@ def read_frames(path: str | Path) -> Iterator[np.ndarray]:
             declared = int(stream.frames) or None
             decode = _Decode(container, stream)
             size = None  # (width, height) of the first frame, as stored
+            start = None  # time stamp of the first frame
             for frame in decode:
                 if size is None:
                     size = (frame.width, frame.height)
@@ -208,7 +221,11 @@ def read_frames(path: str | Path) -> Iterator[np.ndarray]:
                                     "scaled to %dx%d (as FFmpeg does)", path, *size, frame.width, frame.height,
                                     decode.frames - 1, *size)
                     array = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC")
-                yield upright(array, getattr(frame, "rotation", 0) or 0)
+                time, unit = None, frame.time_base or stream.time_base  # threaded decoding may leave it unset
+                if frame.pts is not None and unit:
+                    start = frame.pts if start is None else start
+                    time = (frame.pts - start) * Fraction(unit)
+                yield upright(array, getattr(frame, "rotation", 0) or 0), time
             if decode.frames == 0:
                 raise ValueError(decode.failure(path))
             if (summary := decode.summary(path, declared)) is not None:
@@ -218,7 +235,11 @@ def read_frames(path: str | Path) -> Iterator[np.ndarray]:
 
 
 class VideoWriter:
-    """An 8-bit H.264 video (MPEG-4 Part 2 where the FFmpeg build lacks an H.264 encoder), written frame by frame.
+    """An 8-bit H.264 video (MPEG-4 Part 2 where the FFmpeg build lacks an H.264 encoder), written frame by frame,
+    that browsers and players open: 4:2:0 chroma (``yuv420p``), so an odd width or height is padded by repeating the
+    last column or row; the source's sample aspect ratio; and, when frames come with their times
+    (``write(frame, time)``), those times, so a variable frame rate is kept. MPEG-4 Part 2 takes one constant rate:
+    there, irregular times are replaced by ``fps`` with a warning.
 
     ``with VideoWriter(path, fps) as out: out.write(frame)`` where ``frame`` is ``[H,W]`` or ``[H,W,3]``, float in
     [0,1] or uint8. The file appears at ``path`` only when the block ends without error, with mode 0666 less the
@@ -226,13 +247,19 @@ class VideoWriter:
     ``overwrite``.
     """
 
-    def __init__(self, path: str | Path, fps: Fraction | float, overwrite: bool = False, crf: int = 16):
+    def __init__(self, path: str | Path, fps: Fraction | float, overwrite: bool = False, crf: int = 16,
+                 sample_aspect_ratio: Fraction | float = 1, time_base: Fraction | None = None):
         self.path, self.fps, self.overwrite, self.crf = Path(path), Fraction(fps).limit_denominator(1001000), \
             overwrite, crf
+        self.sample_aspect_ratio = Fraction(sample_aspect_ratio).limit_denominator(65535)
+        self.time_base = Fraction(time_base) if time_base else Fraction(1, 90000)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
         self.frames = 0
+        self.size = None  # (height, width) of the frames given; the video's may be one more each way (even)
         self._container = self._stream = self._tmp = None
+        self._timed = self._irregular = False
+        self._last_pts = None
 
     def __enter__(self) -> "VideoWriter":
         av = _av()
@@ -244,22 +271,32 @@ class VideoWriter:
                                                                                                  ".mov") else None)
         return self
 
-    def _open_stream(self, height: int, width: int) -> None:
+    def _open_stream(self, height: int, width: int, timed: bool) -> None:
         av = _av()
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         rate = self.fps
         if codec == "mpeg4":  # its time base (1/rate) may not have a denominator over 65535 (MPEG-4 Part 2 field)
             rate = 1 / (1 / rate).limit_denominator(65535)
         self._stream = self._container.add_stream(codec, rate=rate)
-        self._stream.width, self._stream.height = width, height
-        even = width % 2 == 0 and height % 2 == 0
-        self._stream.pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"  # 4:2:0 needs even sizes
+        self.size = (height, width)
+        self._stream.width, self._stream.height = width + width % 2, height + height % 2
+        if (width % 2, height % 2) != (0, 0):
+            log.info("%s: %dx%d frames padded to %dx%d (the last column or row repeated) for 4:2:0 chroma, the pixel "
+                     "format browsers and players decode", self.path.name, width, height, self._stream.width,
+                     self._stream.height)
+        self._stream.pix_fmt = "yuv420p"
+        if self.sample_aspect_ratio != 1:
+            self._stream.codec_context.sample_aspect_ratio = self.sample_aspect_ratio
+        self._timed = timed and codec == "libx264"
+        if self._timed:  # time stamps in the source's unit, so a variable frame rate is kept as it was
+            self._stream.time_base = self._stream.codec_context.time_base = self.time_base
         if codec == "libx264":
             self._stream.options = {"crf": str(self.crf), "preset": "medium"}
         else:
             self._stream.bit_rate = 8 * width * height * max(1, round(float(self.fps)))
 
-    def write(self, frame) -> None:
+    def write(self, frame, time: Fraction | float | None = None) -> None:
+        """Add one frame; ``time``: its presentation time in seconds from the first frame (None: ``fps`` spacing)."""
         av = _av()
         array = np.asarray(frame)
         if array.dtype != np.uint8:
@@ -269,14 +306,36 @@ class VideoWriter:
         if array.ndim != 3 or array.shape[2] != 3:
             raise ValueError(f"a video frame must be [H,W] or [H,W,3], got shape {array.shape}")
         if self._stream is None:
-            self._open_stream(*array.shape[:2])
-        elif (array.shape[0], array.shape[1]) != (self._stream.height, self._stream.width):
+            self._open_stream(*array.shape[:2], timed=time is not None)
+        elif array.shape[:2] != self.size:
             raise ValueError(f"frame {self.frames} is {array.shape[1]}x{array.shape[0]}, but the video is "
-                             f"{self._stream.width}x{self._stream.height}")
+                             f"{self.size[1]}x{self.size[0]}")
+        pad = ((0, self._stream.height - array.shape[0]), (0, self._stream.width - array.shape[1]), (0, 0))
+        if any(after for _, after in pad):
+            array = np.pad(array, pad, mode="edge")  # [H',W',3], even
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+        self._stamp(video_frame, time)
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames += 1
+
+    def _stamp(self, video_frame, time) -> None:
+        """Set the frame's time stamp from ``time`` (strictly increasing), or check it against ``fps``."""
+        if not self._timed:
+            if time is not None and not self._irregular and abs(time - self.frames / self.fps) > 0.5 / self.fps:
+                self._irregular = True
+                log.warning("%s: the source's frame times are irregular (variable frame rate), but this FFmpeg "
+                            "build has no H.264 encoder; written at a constant %s fps instead", self.path.name,
+                            self.fps)
+            return
+        if time is None:  # a frame without a time stamp among timed ones: one frame interval after the last
+            pts = self._last_pts + max(1, round(1 / (self.fps * self.time_base)))
+        else:
+            pts = round(Fraction(time) / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # a repeated or backwards time stamp in the source
+        self._last_pts = video_frame.pts = pts
+        video_frame.time_base = self.time_base
 
     def __exit__(self, kind, value, traceback) -> None:
         try:

@@ -27,7 +27,7 @@ from ..fileio.writers import WRITERS, write_png8
 from ..method.postprocess import colorize
 from .outputs import MANIFEST, Manifest, OutputError, output_path, written_here
 from .sequence import DepthCache, first_pass, second_pass, stream_pass
-from .video import VideoInfo, VideoWriter, probe_video, read_frames
+from .video import VideoInfo, VideoWriter, probe_video, read_timed_frames
 
 log = logging.getLogger("fiffdepth")
 DEPTH_FORMATS = tuple(WRITERS)  # per-frame files; controlnet and color become videos
@@ -142,8 +142,10 @@ def remove_stale_frames(folder: Path, stem: str, count: int, formats) -> int:
     return removed
 
 
-def _frames(video: Path):
-    for array in read_frames(video):  # [H,W,3] uint8
+def _frames(video: Path, times: list):
+    """The video's frames as ``[3,H,W]`` float tensors; each frame's time is appended to ``times``."""
+    for array, time in read_timed_frames(video):  # [H,W,3] uint8
+        times.append(time)
         yield torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)  # [3,H,W]
 
 
@@ -161,18 +163,20 @@ def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     frame_log = Manifest(targets["frames"])
     replace = args.overwrite or replace_ours
-    with VideoWriter(targets["controlnet"], info.fps, args.overwrite) as control_out, \
-            _optional_writer(targets.get("color"), info.fps, args.overwrite) as color_out:
+    times: list = []  # each frame's time, from the decoder: the videos keep the source's timing
+    settings = {"sample_aspect_ratio": info.sample_aspect_ratio, "time_base": info.time_base}
+    with VideoWriter(targets["controlnet"], info.fps, args.overwrite, **settings) as control_out, \
+            _optional_writer(targets.get("color"), info.fps, args.overwrite, settings) as color_out:
         def write(index, depth, control):
             for fmt in depth_formats:
                 path = frame_path(targets["frames"], video.stem, index, fmt)
                 WRITERS[fmt](path, depth, overwrite=replace)
                 frame_log.record(path)
-            control_out.write(control.numpy())
+            control_out.write(control.numpy(), times[index])
             if color_out is not None:
-                color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy())
+                color_out.write(colorize(depth[None])[0].permute(1, 2, 0).numpy(), times[index])
 
-        count = depth_passes(_frames(video), predict, write, args, progress, info.estimated_frames(), video.name,
+        count = depth_passes(_frames(video, times), predict, write, args, progress, info.estimated_frames(), video.name,
                              "frame")
     Manifest(args.output_dir).record(targets["controlnet"], *([targets["color"]] if "color" in targets else []))
     if replace:
@@ -219,8 +223,8 @@ class _Nothing:
         return False
 
 
-def _optional_writer(path, fps, overwrite):
-    return _Nothing() if path is None else VideoWriter(path, fps, overwrite)
+def _optional_writer(path, fps, overwrite, settings):
+    return _Nothing() if path is None else VideoWriter(path, fps, overwrite, **settings)
 
 
 def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
