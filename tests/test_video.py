@@ -421,16 +421,16 @@ def test_on_error_skip_goes_on_past_a_video_that_fails_to_decode(clip, tiny_chec
     broken = tmp_path / "b" / "broken.mp4"
     broken.parent.mkdir()
     broken.write_bytes(clip.read_bytes())
-    real = video_cli.read_frames
+    real = video_cli.read_timed_frames
 
-    def read_frames(path):  # decodes a few frames, then hits damage the header check could not see
+    def read_timed_frames(path):  # decodes a few frames, then hits damage the header check could not see
         if Path(path).name == "broken.mp4":
             frames = real(path)
             yield next(frames)
             raise ValueError(f"cannot decode video {path}: Invalid data found when processing input")
         yield from real(path)
 
-    monkeypatch.setattr(video_cli, "read_frames", read_frames)
+    monkeypatch.setattr(video_cli, "read_timed_frames", read_timed_frames)
     out = tmp_path / "out"
     args = ["--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64", "--output-dir", str(out), "-q"]
     assert main(["predict", str(broken), str(clip), *args]) == 2  # stop (the default): the run ends there
