@@ -84,12 +84,13 @@ class FiffDepthEstimate(io.ComfyNode):
                                        "image). auto: only when needed"),
                 io.Combo.Input("temporal", options=list(TEMPORAL_MODES), default="off", optional=True,
                                tooltip="Video: align treats the batch as consecutive frames and maps each frame's "
-                                       "depth onto a running reference (robust scale and shift; scene cuts restart "
-                                       "it), then rescales the whole clip to [0,1], so depth no longer flickers. "
-                                       "stabilize: align, then average each pixel's small noise-level changes over a "
-                                       "few frames while larger ones (motion) pass at once: the steadiest video "
-                                       "depth. Use with normalization whole_batch. off: each image's own depth "
-                                       "(optional, so prompts saved before it existed still run)"),
+                                       "depth onto a running reference (robust scale and shift; a scene cut in the "
+                                       "pictures restarts it), then rescales the whole clip to [0,1], so depth no "
+                                       "longer flickers. stabilize: align, then average each point's small "
+                                       "noise-level changes over time, following it along the optical flow of the "
+                                       "frames, while larger ones (motion) pass at once: the steadiest video depth. "
+                                       "Use with normalization whole_batch. off: each image's own depth (optional, "
+                                       "so prompts saved before it existed still run)"),
             ],
             outputs=[
                 io.Image.Output(display_name="controlnet", tooltip="3-channel, near = white, for depth ControlNets"),
@@ -115,7 +116,7 @@ class FiffDepthEstimate(io.ComfyNode):
                               interrupt=mm.throw_exception_if_processing_interrupted,
                               fallback=backbone.upcast if backbone.dtype != torch.float32 else None)  # [B,H,W]
         if temporal != "off":  # [B,H,W], one depth scale for the whole clip, spanning [0,1]
-            depth, _ = align_sequence(depth, stabilize=temporal == "stabilize")
+            depth, _ = align_sequence(depth, stabilize=temporal == "stabilize", frames=images)
         control = controlnet_depth(depth, normalization)[..., None].expand(-1, -1, -1, 3)  # [B,H,W,3]
         out = mm.intermediate_device()
         return io.NodeOutput(control.contiguous().to(out), depth.to(out))

@@ -137,8 +137,9 @@ def test_host_resizes_pads_and_batches_like_standalone(host):
 
 
 def test_temporal_align_in_the_host_equals_the_core_alignment(host):
-    """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence``; ``stabilize``: the
-    same with its temporal filter; off: unchanged."""
+    """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence`` with the batch's
+    pictures (cuts from the pictures); ``stabilize``: the same with the flow-guided filter; off: unchanged. A splice
+    of two scenes is cut at its frame, as the core finds it."""
     from fiffdepth_core.method.temporal import align_sequence
 
     nodes, base = host
@@ -149,19 +150,25 @@ def test_temporal_align_in_the_host_equals_the_core_alignment(host):
     control, aligned = run_host(nodes, frames, processing_resolution=64, temporal="align",
                                 normalization="whole_batch")
     assert (raw - expected).abs().max().item() <= FP32_TOL
-    reference, _ = align_sequence(expected)
+    reference, steps = align_sequence(expected, frames=frames)
+    assert not any(step.cut for step in steps[1:])  # one shot: the pictures say so, whatever the random depth does
     assert (aligned - reference).abs().max().item() <= 10 * FP32_TOL
     assert float(aligned.min()) == 0.0 and float(aligned.max()) == 1.0
     assert (aligned - raw).abs().max().item() > 1e-3  # alignment changed something
     assert (control[..., 0] - controlnet_depth(reference, "whole_batch")).abs().max().item() <= 1e-3
-    # stabilize: a still shot with sensor noise (the random model would call every frame of the pan a new shot)
-    still = (frames[:1] + 0.002 * torch.randn(frames.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
-    expected = standalone_depth(base / "models" / "tiny", still, processing_resolution=64)
-    _, steady = run_host(nodes, still, processing_resolution=64, temporal="stabilize", normalization="whole_batch")
-    reference, steps = align_sequence(expected, stabilize=True)
-    assert not any(step.cut for step in steps[1:])
+    _, steady = run_host(nodes, frames, processing_resolution=64, temporal="stabilize", normalization="whole_batch")
+    reference, steps = align_sequence(expected, stabilize=True, frames=frames)
     assert (steady - reference).abs().max().item() <= 10 * FP32_TOL
-    assert (steady - align_sequence(expected)[0]).abs().max().item() > 1e-3  # the temporal filter changed something
+    assert (steady - align_sequence(expected, frames=frames)[0]).abs().max().item() > 1e-3  # the filter did work
+    # a splice: a pan over another picture, three frames, after the first pan
+    other = seeded_images(1, 64, 96 + 3, seed=9)
+    spliced = torch.cat([frames, *(other[..., k:k + 96] for k in range(3))])  # [8,3,64,96]
+    expected = standalone_depth(base / "models" / "tiny", spliced, processing_resolution=64)
+    _, depth = run_host(nodes, spliced, processing_resolution=64, temporal="align")
+    reference, steps = align_sequence(expected, frames=spliced)
+    assert [k for k, step in enumerate(steps) if step.cut] == [0, 5]
+    assert (depth - reference).abs().max().item() <= 10 * FP32_TOL
+    assert (depth - align_sequence(expected)[0]).abs().max().item() > 1e-3  # not the depth-only rule's answer
 
 
 def test_newer_comfyui_paths_through_the_real_host(host, monkeypatch):

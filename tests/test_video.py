@@ -107,10 +107,13 @@ def clip(tmp_path):
     return path
 
 
+def decoded_frames(clip) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in read_frames(clip)])  # [T,3,H,W]
+
+
 def expected_depths(backbone, clip) -> torch.Tensor:
-    frames = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in read_frames(clip)])
     with torch.inference_mode():
-        return predict_depth(backbone, frames, PredictConfig(processing_resolution=64))  # [T,H,W]
+        return predict_depth(backbone, decoded_frames(clip), PredictConfig(processing_resolution=64))  # [T,H,W]
 
 
 @pytest.mark.parametrize("temporal", ["off", "align", "stabilize"])
@@ -121,7 +124,9 @@ def test_cli_video_writes_frames_and_controlnet_video(clip, tiny_checkpoint, tin
                  "--output-dir", str(out), "-q"])
     assert code == 0
     raw = expected_depths(tiny_backbone, clip)
-    expected = raw if temporal == "off" else align_sequence(raw, stabilize=temporal == "stabilize")[0]
+    pictures = decoded_frames(clip)  # the CLI aligns with the pictures: cuts and the filter's flow come from them
+    expected = raw if temporal == "off" else align_sequence(raw, stabilize=temporal == "stabilize",
+                                                            frames=pictures)[0]
     saved = np.stack([np.load(out / "walk" / f"walk_{k:06d}.npy") for k in range(6)])
     assert not (out / "walk" / "walk_000006.npy").exists() and (out / "walk" / "walk_000005_depth16.png").is_file()
     assert np.abs(saved - expected.numpy()).max() <= 2e-4
@@ -157,7 +162,8 @@ def test_cli_aligns_an_image_sequence(tiny_checkpoint, tiny_backbone, tmp_path):
     frames = torch.stack([torch.from_numpy(np.array(Image.open(folder / f"f{k}.png"))).permute(2, 0, 1).float()
                           / 255 for k in range(4)])
     with torch.inference_mode():
-        expected = align_sequence(predict_depth(tiny_backbone, frames, PredictConfig(processing_resolution=64)))[0]
+        expected = align_sequence(predict_depth(tiny_backbone, frames, PredictConfig(processing_resolution=64)),
+                                  frames=frames)[0]
     saved = np.stack([np.load(out / f"f{k}.npy") for k in range(4)])
     assert np.abs(saved - expected.numpy()).max() <= 2e-4
 
@@ -234,8 +240,9 @@ def test_stream_pass_uses_running_window_bounds_and_holds_half_a_window(temporal
         assert len(predicted) <= index + 2 + 2, (index, len(predicted))
         written[index] = (depth.numpy().copy(), control.numpy().copy())
 
-    count, cuts = stream_pass((c.expand(3, -1, -1) for c in clip), predict, 2, write, window=5, temporal=temporal)
-    assert (count, cuts, sorted(written)) == (9, 0, list(range(9)))
+    count, aligner = stream_pass((c.expand(3, -1, -1) for c in clip), predict, 2, write, window=5, temporal=temporal,
+                                 pictures=False)
+    assert (count, aligner and aligner.cuts, sorted(written)) == (9, None if temporal == "off" else 0, list(range(9)))
     if temporal == "off":
         inputs = np.stack([c.numpy() for c in clip])
     else:
@@ -253,9 +260,9 @@ def test_stream_pass_does_not_average_across_a_scene_cut():
     second = torch.from_numpy(unit_scene(6)).float() * 0.5 + 0.3
     clip = [first] * 3 + [second] * 3
     written = {}
-    _, cuts = stream_pass((c.expand(3, -1, -1) for c in clip), lambda b: b[:, 0], 1,
-                          lambda i, d, c: written.setdefault(i, d.numpy()), window=9, temporal="align")
-    assert cuts == 1
+    _, aligner = stream_pass((c.expand(3, -1, -1) for c in clip), lambda b: b[:, 0], 1,
+                             lambda i, d, c: written.setdefault(i, d.numpy()), window=9, temporal="align")
+    assert aligner.cuts == 1  # found in the pictures (here the depth maps themselves, as grey pictures)
     aligned = align_sequence(torch.stack(clip), normalize=False)[0].numpy()
     expected = window_reference(aligned, [0, 0, 0, 1, 1, 1], 9, True)
     for t in range(6):
@@ -277,8 +284,9 @@ def test_cli_stream_window_writes_the_clip_without_a_disk_cache(clip, tiny_check
                  "--temporal", "stabilize", "--stream-window", "4", "--format", "npy", "--output-dir", str(out),
                  "-q"]) == 0
     raw = expected_depths(tiny_backbone, clip)
-    aligned, steps = align_sequence(raw, normalize=False, stabilize=True)
-    shots = np.cumsum([step.cut for step in steps]) - 1  # the random model may well call a frame a new shot
+    aligned, steps = align_sequence(raw, normalize=False, stabilize=True, frames=decoded_frames(clip))
+    shots = np.cumsum([step.cut for step in steps]) - 1
+    assert list(shots) == [0] * 6  # one shot: the pictures decide, not the random model's depth
     expected = window_reference(aligned.numpy(), list(shots), 4, True)
     saved = [np.load(out / "walk" / f"walk_{k:06d}.npy") for k in range(6)]
     assert max(np.abs(s - e[0]).max() for s, e in zip(saved, expected)) <= 2e-4
@@ -312,11 +320,12 @@ def test_cli_video_defaults_to_steady_depth_and_whole_clip_controlnet_bounds(cli
     assert main(["predict", str(still), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
                  "--format", "npy", "--output-dir", str(out), "-q"]) == 0
     raw = expected_depths(tiny_backbone, still)
-    steady, steps = align_sequence(raw, stabilize=True)
+    pictures = decoded_frames(still)
+    steady, steps = align_sequence(raw, stabilize=True, frames=pictures)
     assert not any(step.cut for step in steps[1:])
     saved = np.stack([np.load(out / "still" / f"still_{k:06d}.npy") for k in range(6)])
     assert np.abs(saved - steady.numpy()).max() <= 2e-4
-    assert np.abs(saved - align_sequence(raw)[0].numpy()).max() > 1e-3  # stabilize, not align or off
+    assert np.abs(saved - align_sequence(raw, frames=pictures)[0].numpy()).max() > 1e-3  # stabilize, not align
     control = np.stack([f[..., 0] for f in read_frames(out / "still_controlnet.mp4")]) / 255.0
     whole = controlnet_depth(steady, "whole_batch").numpy()
     per_image = controlnet_depth(steady, "per_image").numpy()

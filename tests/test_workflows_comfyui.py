@@ -207,7 +207,8 @@ def test_image_workflow_runs_end_to_end(server):
 
 def test_video_workflow_runs_end_to_end(server):
     """Workflow 4 on the real host: Load Video -> FiffDepth Estimate (temporal = stabilize) -> 16-bit depth frames
-    equal to the standalone depth of the decoded frames, stabilized by the core; and a ControlNet video."""
+    equal to the standalone depth of the decoded frames, stabilized by the core with those frames as its pictures;
+    and a ControlNet video."""
     import torch
     from PIL import Image
 
@@ -235,7 +236,8 @@ def test_video_workflow_runs_end_to_end(server):
     config = PredictConfig(processing_resolution=estimate["processing_resolution"], batch_size=estimate["batch_size"],
                            depth_pass=estimate["depth_pass"])
     with torch.inference_mode():
-        expected = align_sequence(predict_depth(backbone, frames, config), stabilize=True)[0].numpy()  # [T,H,W]
+        expected = align_sequence(predict_depth(backbone, frames, config), stabilize=True,
+                                  frames=frames)[0].numpy()  # [T,H,W]: cuts and flow from the same pictures
     (save,) = [key for key, node in prompt.items() if node["class_type"] == "FiffDepthSave"]
     saved = outputs[save]["images"]
     assert len(saved) == len(frames) == 4

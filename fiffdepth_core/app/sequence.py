@@ -120,21 +120,20 @@ def batched(frames: Iterable[torch.Tensor], size: int) -> Iterable[torch.Tensor]
 
 def first_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
                cache: DepthCache, temporal: str = "off", align: AlignConfig = AlignConfig(),
-               progress: Callable[[int], None] | None = None) -> int:
+               progress: Callable[[int], None] | None = None, pictures: bool = True) -> TemporalAligner | None:
     """Predict every frame into ``cache`` (aligned with ``temporal="align"``, and filtered over time too with
-    ``"stabilize"``); returns the scene cut count."""
+    ``"stabilize"``); returns the aligner (its ``cuts`` and ``unsteady`` counts), None with ``temporal="off"``.
+    ``pictures``: the frames themselves decide scene cuts and guide the filter (else the depth alone)."""
     aligner = TemporalAligner(align, stabilize=temporal == "stabilize") if temporal != "off" else None
-    cuts = 0
-    for batch in batched(frames, batch_size):
+    for batch in batched(frames, batch_size):  # [B,3,H,W]
         depths = predict(batch)  # [B,H,W]
-        for depth in depths:
+        for depth, picture in zip(depths, batch):
             if aligner is not None:
-                depth, step = aligner.update(depth)
-                cuts += int(step.cut and len(cache) > 0)
+                depth, _ = aligner.update(depth, picture if pictures else None)
             cache.append(depth.float().cpu().numpy())
         if progress is not None:
             progress(len(depths))
-    return cuts
+    return aligner
 
 
 def second_pass(cache: DepthCache, write: Callable[[int, torch.Tensor, torch.Tensor], None], temporal: str = "off",
@@ -167,8 +166,10 @@ def frame_bounds(depth: torch.Tensor, qs: tuple[float, float] = (0.02, 0.98)) ->
 def stream_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor], torch.Tensor], batch_size: int,
                 write: Callable[[int, torch.Tensor, torch.Tensor], None], window: int, temporal: str = "off",
                 normalization: str = "whole_batch", align: AlignConfig = AlignConfig(),
-                progress: Callable[[int], None] | None = None) -> tuple[int, int]:
-    """Predict, align and write every frame in one pass, with running-window bounds; returns (frames, scene cuts).
+                progress: Callable[[int], None] | None = None,
+                pictures: bool = True) -> tuple[int, TemporalAligner | None]:
+    """Predict, align and write every frame in one pass, with running-window bounds; returns (frames, the aligner
+    or None with ``temporal="off"``). ``pictures`` as for :func:`first_pass`.
 
     Frame ``t``'s bounds are the means of :func:`frame_bounds` over the frames ``t - window // 2 .. t + window // 2``
     of its own shot (a scene cut ends a shot; frames without ``temporal`` are one shot). Aligned depth is mapped
@@ -181,7 +182,7 @@ def stream_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor]
     aligner = TemporalAligner(align, stabilize=temporal == "stabilize") if temporal != "off" else None
     pending: deque = deque()  # (index, shot, depth [H,W]) predicted but not written
     history: deque = deque()  # (index, shot, bounds [4]) of pending frames and up to `half` frames before them
-    count = cuts = shot = 0
+    count = shot = 0
 
     def emit(index: int, frame_shot: int, depth: torch.Tensor) -> None:
         near = [b for i, s, b in history if s == frame_shot and abs(i - index) <= half]
@@ -197,13 +198,13 @@ def stream_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor]
         if progress is not None:
             progress(1)
 
-    for batch in batched(frames, batch_size):
-        for depth in predict(batch):  # [H,W] each
+    for batch in batched(frames, batch_size):  # [B,3,H,W]
+        for depth, picture in zip(predict(batch), batch):  # [H,W], [3,H,W]
             depth = depth.float()
             if aligner is not None:
-                depth, step = aligner.update(depth)
+                depth, step = aligner.update(depth, picture if pictures else None)
                 if step.cut and count > 0:
-                    cuts, shot = cuts + 1, shot + 1
+                    shot += 1
             depth = depth.cpu()
             history.append((count, shot, frame_bounds(depth)))
             pending.append((count, shot, depth))
@@ -212,4 +213,4 @@ def stream_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor]
             count += 1
     while pending:
         emit(*pending.popleft())
-    return count, cuts
+    return count, aligner

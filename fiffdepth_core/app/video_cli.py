@@ -191,15 +191,15 @@ def depth_passes(frames, predict, write, args, progress, total: int | None, name
     batch = args.batch_size or VIDEO_GROUP
     if args.stream_window:
         bar = progress(total, unit, f"{name} depth")
-        count, cuts = stream_pass(frames, predict, batch, write, args.stream_window, args.temporal,
-                                  args.normalization, progress=bar.update)
+        count, aligner = stream_pass(frames, predict, batch, write, args.stream_window, args.temporal,
+                                     args.normalization, progress=bar.update)
         bar.close()
     else:
         with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
             cache = DepthCache(Path(scratch) / "depth.f32")
             try:
                 bar = progress(total, unit, f"{name} depth")
-                cuts = first_pass(frames, predict, batch, cache, args.temporal, progress=bar.update)
+                aligner = first_pass(frames, predict, batch, cache, args.temporal, progress=bar.update)
                 bar.close()
                 count = len(cache)
                 if count:
@@ -210,8 +210,11 @@ def depth_passes(frames, predict, write, args, progress, total: int | None, name
                 cache.close()
     if count == 0:
         raise ValueError(f"{name} has no decodable frames")
-    if cuts:
-        log.info("%s: %d scene cut(s); alignment restarted at each", name, cuts)
+    if aligner is not None and aligner.cuts:
+        log.info("%s: %d scene cut(s) in the picture; alignment restarted at each", name, aligner.cuts)
+    if aligner is not None and aligner.unsteady:
+        log.info("%s: the depth of %d frame(s) disagreed with the clip's while the picture went on (the model is "
+                 "unsteady there); aligned by range", name, aligner.unsteady)
     return count
 
 

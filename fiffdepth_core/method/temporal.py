@@ -9,13 +9,24 @@ of per-frame maps flickers even when the scene barely moves. Here each frame's r
    cannot drag; then pixels whose residual exceeds ``inlier_sigmas`` robust standard deviations (1.4826 x the
    median absolute residual) are rejected and the fit is redone on the rest, twice. On noiseless data the result
    is exact.
-2. Scene cuts. If fewer than ``min_agreement`` of the pixels agree with the reference within ``agreement`` of its
-   depth range, or the fitted scale is implausible, the frame starts a new shot: the reference restarts from it.
-3. The reference follows the camera: after each frame, ``reference = (1 - decay) * reference + decay * aligned``.
+2. Scene cuts. Given the pictures, a cut is where the picture changes (:mod:`.shots`: robust to exposure and
+   small motion), and the reference restarts there. A frame whose depth disagrees with the reference (fewer than
+   ``min_agreement`` of the pixels within ``agreement`` of its depth range, or an implausible scale) while the
+   picture goes on is the model being unsteady: it is aligned by matching its 2-98 % range and median to the
+   reference's (:func:`range_fit`; a least-squares fit to depth it barely correlates with would flatten it).
+   Without the pictures, such a frame starts a new shot, as the only sign of a cut the depth gives.
+3. The reference follows the camera: after each frame, ``reference = (1 - decay) * reference + decay * aligned``,
+   then widened about its middle back towards the 2-98 % range it had before: by at most 2 % after a frame that
+   agrees, fully after an unsteady one. Averaging maps that do not quite agree narrows the range, and a
+   least-squares fit of a noisy frame is slightly too flat; left alone, both compound frame after frame until a
+   long shot's depth is flat. The 2 % limit leaves a real narrowing (a near object leaving) to show within a few
+   frames. A shot whose frames agree only loosely (many pixels off by several percent) can still narrow slowly.
 
 Alignment removes each frame's own scale and shift, but not the model's pixel-level jitter: a per-frame network
 answers a slightly different question for every frame (new noise, exposure, compression), and part of that change
-is not affine. ``stabilize`` adds a temporal filter after alignment, per pixel, with one map of history:
+is not affine. ``stabilize`` adds a temporal filter after alignment. Given the pictures, it follows each point
+along their optical flow (:class:`~.temporal_flow.FlowFilter`); without them, it works per pixel, with one map of
+history:
 
 4. ``out = current + w * (history - current)``, ``history`` = the previous output, and
    ``w = history_weight * exp(-0.5 * (change / (noise_sigmas * sigma))**2)``, where ``change = current - history`` and
@@ -43,8 +54,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .flow import resolve_backend
+from .shots import ShotDetector
+from .temporal_flow import FlowFilter
+
 log = logging.getLogger(__name__)
 
+MAX_WIDENING = 0.02  # step 3: at most this much per steady frame, so a real narrowing (an object leaving) stays
 TEMPORAL_MODES = ("off", "align", "stabilize")
 MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a normal distribution
 Q25_TO_SIGMA = 3.1388  # first quartile of |x| -> standard deviation of a normal distribution (1 / 0.31863)
@@ -63,17 +79,30 @@ class AlignConfig:
     l1_iterations: int = 8
     history_weight: float = 0.8  # stabilize: the history's weight where a pixel changes by noise alone (0 = off)
     noise_sigmas: float = 3.0  # stabilize: changes around this many noise levels fade out of the average
+    cut_threshold: float = 0.15  # with frames: picture change (mean rank difference) above which a shot may end
+    cut_ratio: float = 2.0  # with frames: ... and above this many times the recent frames' median change
+    process_noise: float = 0.003  # stabilize with frames: how fast the flow-guided history is forgotten
+    still_sigmas: float = 0.5  # stabilize with frames: margin (noise levels²) that keeps the same pixel's history
+    picture_gate: float = 4.0  # stabilize with frames: the gate is this much wider where the picture holds still
+    flow_backend: str = "auto"  # stabilize with frames: opencv (DIS) when importable, else torch
 
     def __post_init__(self):
         checks = (("decay", self.decay, 0.0, 1.0, False), ("agreement", self.agreement, 0.0, 1.0, False),
                   ("min_agreement", self.min_agreement, 0.0, 1.0, True),
                   ("inlier_sigmas", self.inlier_sigmas, 0.0, 100.0, False),
                   ("history_weight", self.history_weight, 0.0, 0.99, True),
-                  ("noise_sigmas", self.noise_sigmas, 0.0, 100.0, False))
+                  ("noise_sigmas", self.noise_sigmas, 0.0, 100.0, False),
+                  ("cut_threshold", self.cut_threshold, 0.0, 1.0, False),
+                  ("process_noise", self.process_noise, 0.0, 100.0, False),
+                  ("still_sigmas", self.still_sigmas, 0.0, 100.0, False),
+                  ("picture_gate", self.picture_gate, 1.0, 100.0, True))
         for name, value, low, high, low_ok in checks:
             if not (low <= value <= high) or (value == low and not low_ok):
                 bound = "[" if low_ok else "("
                 raise ValueError(f"`{name}` must be in {bound}{low}, {high}], got {value}")
+        if not self.cut_ratio >= 1.0:
+            raise ValueError(f"`cut_ratio` must be >= 1, got {self.cut_ratio}")
+        resolve_backend(self.flow_backend)  # checks the name
         if not self.max_scale_ratio > 1.0:
             raise ValueError(f"`max_scale_ratio` must be > 1, got {self.max_scale_ratio}")
         for name in ("sample_pixels", "l1_iterations"):
@@ -90,6 +119,7 @@ class AlignStep:
     shift: float
     cut: bool  # this frame started a new shot (the first frame always does)
     agreement: float  # fraction of sampled pixels agreeing with the reference (1.0 for a shot's first frame)
+    unsteady: bool = False  # the depth disagreed with the reference but the picture went on: fitted by range
 
 
 def _grid(height: int, width: int, budget: int) -> tuple[slice, slice]:
@@ -178,16 +208,24 @@ class TemporalFilter:
 class TemporalAligner:
     """Aligns frames one at a time to a running reference; holds one reference map, whatever the clip length.
 
-    With ``stabilize`` the aligned frames also pass a :class:`TemporalFilter`, which holds one more map: the previous
-    output.
+    Given the pictures too (``update(depth, frame)``), scene cuts come from them (:class:`~.shots.ShotDetector`):
+    a frame whose depth disagrees with the reference while the picture goes on is the model being unsteady, not a
+    new shot. It is aligned anyway, by matching its robust range (2-98 % quantiles) and median to the reference's,
+    because a least-squares fit to depth it barely correlates with would shrink it towards a constant, frame after
+    frame; and the reference keeps its range through such frames. With ``stabilize`` the aligned frames also pass
+    a temporal filter: :class:`~.temporal_flow.FlowFilter` along the optical flow when the pictures are given,
+    else :class:`TemporalFilter`. Either way the filter holds one or two more maps.
     """
 
     def __init__(self, config: AlignConfig = AlignConfig(), stabilize: bool = False):
         self.config = config
+        self.stabilize = stabilize
         self.reference: torch.Tensor | None = None  # [H,W] float32, in the current shot's units
-        self.filter = TemporalFilter(config.history_weight, config.noise_sigmas, config.sample_pixels) \
-            if stabilize else None
+        self.filter: TemporalFilter | FlowFilter | None = None
+        self.shots: ShotDetector | None = None
         self.frames = 0
+        self.cuts = 0  # scene cuts after the first frame
+        self.unsteady = 0  # frames aligned by range because the depth disagreed while the picture went on
 
     def reset(self) -> None:
         """Forget the reference (and the history): the next frame starts a new shot."""
@@ -195,8 +233,28 @@ class TemporalAligner:
         if self.filter is not None:
             self.filter.reset()
 
-    def update(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
-        """Align one raw depth map ``[H,W]``: the aligned map (float32, same device) and an :class:`AlignStep`."""
+    def _pictures(self, frame) -> bool | None:
+        """Whether the picture cuts here (None without pictures); every frame of a clip has one, or none does."""
+        if (frame is None) != (self.shots is None) and self.frames > 1:
+            raise ValueError(f"frame {self.frames}: pictures must be given with every frame of a clip or with none")
+        if frame is None:
+            if self.stabilize and self.filter is None:
+                self.filter = TemporalFilter(self.config.history_weight, self.config.noise_sigmas,
+                                             self.config.sample_pixels)
+            return None
+        if self.shots is None:
+            self.shots = ShotDetector(self.config.cut_threshold, self.config.cut_ratio)
+            if self.stabilize:
+                cfg = self.config
+                self.filter = FlowFilter(cfg.process_noise, cfg.noise_sigmas, cfg.still_sigmas, cfg.picture_gate,
+                                         cfg.sample_pixels, cfg.flow_backend)
+        return self.shots.update(frame)
+
+    def update(self, depth: torch.Tensor, frame=None) -> tuple[torch.Tensor, AlignStep]:
+        """Align one raw depth map ``[H,W]``: the aligned map (float32, same device) and an :class:`AlignStep`.
+
+        ``frame``: the picture the depth was made from (``[C,H,W]`` float in [0,1] or ``[H,W,C]`` uint8, any size),
+        for cuts from the pictures and the flow-guided filter."""
         if depth.ndim != 2:
             raise ValueError(f"`depth` must be one frame [H,W], got shape {tuple(depth.shape)}")
         depth = depth.float()
@@ -204,8 +262,11 @@ class TemporalAligner:
         if self.reference is not None and self.reference.shape != depth.shape:
             raise ValueError(f"frame {self.frames} is {tuple(depth.shape)}, but earlier frames were "
                              f"{tuple(self.reference.shape)}: a video's frames must share one size")
-        if self.reference is None:
-            return self._restart(depth)
+        picture_cut = self._pictures(frame)
+        if self.reference is None or picture_cut:
+            if picture_cut and self.frames > 1:
+                log.info("scene cut at frame %d (the picture changes: %.2f)", self.frames, self.shots.last_change)
+            return self._restart(depth, frame)
         cfg = self.config
         rows, cols = _grid(*depth.shape, cfg.sample_pixels)
         x = _flat64(depth[rows, cols])  # [N], on the CPU
@@ -215,22 +276,53 @@ class TemporalAligner:
         scale, shift, _ = robust_affine(x, y, cfg.inlier_sigmas, cfg.l1_iterations, floor=1e-6 * spread)
         agree = float((np.abs(scale * x + shift - y) <= cfg.agreement * spread).mean())
         plausible = 1.0 / cfg.max_scale_ratio <= scale <= cfg.max_scale_ratio
-        if agree < cfg.min_agreement or not plausible:
+        steady = agree >= cfg.min_agreement and plausible
+        if not steady and picture_cut is None:
             log.info("scene cut at frame %d (%.0f%% of pixels agree, scale %.3g)", self.frames, 100 * agree, scale)
-            return self._restart(depth)
+            return self._restart(depth, frame)
+        if not steady:  # the picture goes on: an unsteady model, not a new shot
+            self.unsteady += 1
+            log.debug("frame %d: the depth disagrees with the reference (%.0f%% of pixels agree, scale %.3g) but the "
+                      "picture goes on: aligned by range", self.frames, 100 * agree, scale)
+            scale, shift = range_fit(x, y)
         aligned = depth * scale + shift  # [H,W]
-        self.reference.mul_(1.0 - cfg.decay).add_(aligned, alpha=cfg.decay)
-        step = AlignStep(scale, shift, cut=False, agreement=agree)
+        self._follow(aligned, float(high - low), limit=steady)
+        step = AlignStep(scale, shift, cut=False, agreement=agree, unsteady=not steady)
         if self.filter is not None:
-            aligned = self.filter.update(aligned)
+            aligned = self.filter.update(aligned) if frame is None else self.filter.update(aligned, frame)
         return aligned, step
 
-    def _restart(self, depth: torch.Tensor) -> tuple[torch.Tensor, AlignStep]:
+    def _follow(self, aligned: torch.Tensor, former: float, limit: bool) -> None:
+        """Step 3: the reference follows the aligned frame, then is widened back towards its ``former`` 2-98 %
+        range about its own middle: by at most :data:`MAX_WIDENING` after a steady frame (``limit``), fully after
+        an unsteady one."""
+        self.reference.mul_(1.0 - self.config.decay).add_(aligned, alpha=self.config.decay)
+        rows, cols = _grid(*self.reference.shape, self.config.sample_pixels)
+        low, high = np.quantile(_flat64(self.reference[rows, cols]), [0.02, 0.98])
+        if not high > low:
+            return
+        factor = former / (high - low)
+        if limit:
+            factor = min(max(factor, 1.0), 1.0 + MAX_WIDENING)
+        if factor != 1.0:
+            middle = 0.5 * (low + high)
+            self.reference.sub_(middle).mul_(factor).add_(middle)
+
+    def _restart(self, depth: torch.Tensor, frame=None) -> tuple[torch.Tensor, AlignStep]:
+        self.cuts += int(self.frames > 1)
         self.reference = depth.clone()
         if self.filter is not None:
             self.filter.reset()
-            self.filter.update(depth)
+            self.filter.update(depth) if frame is None else self.filter.update(depth, frame)
         return depth.clone(), AlignStep(1.0, 0.0, cut=True, agreement=1.0)
+
+
+def range_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(scale, shift)`` taking the 2-98 % range and the median of ``x`` onto those of ``y`` (flat arrays)."""
+    x_low, x_mid, x_high = np.quantile(x, [0.02, 0.5, 0.98])
+    y_low, y_mid, y_high = np.quantile(y, [0.02, 0.5, 0.98])
+    scale = (y_high - y_low) / (x_high - x_low) if x_high > x_low else 1.0
+    return float(scale), float(y_mid - scale * x_mid)
 
 
 def unit_range(low: float, high: float) -> tuple[float, float]:
@@ -241,9 +333,10 @@ def unit_range(low: float, high: float) -> tuple[float, float]:
 
 
 def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(), normalize: bool = True,
-                   stabilize: bool = False) -> tuple[torch.Tensor, list[AlignStep]]:
+                   stabilize: bool = False, frames=None) -> tuple[torch.Tensor, list[AlignStep]]:
     """Align a clip of raw depth ``[T,H,W]`` frame by frame (see :class:`TemporalAligner`), and with ``stabilize``
-    filter it over time too.
+    filter it over time too. ``frames``: the clip's pictures, ``[T,C,H,W]`` float in [0,1] (any size; ComfyUI's
+    ``[T,H,W,C]`` IMAGE moved to channels first), for scene cuts from the pictures and the flow-guided filter.
 
     With ``normalize`` one affine map over the whole clip then takes the aligned depth's range to exactly [0, 1]
     (0 = the nearest point of the clip): frames keep their relation to each other, and the result is again depth in
@@ -251,12 +344,18 @@ def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(), no
     """
     if depths.ndim != 3 or depths.shape[0] == 0:
         raise ValueError(f"`depths` must be a clip [T,H,W] with T >= 1, got shape {tuple(depths.shape)}")
+    if frames is not None and (frames.ndim != 4 or frames.shape[0] != depths.shape[0]):
+        raise ValueError(f"`frames` must be the clip's pictures [T,C,H,W] with T = {depths.shape[0]}, got shape "
+                         f"{tuple(frames.shape)}")
     aligner = TemporalAligner(config, stabilize)
     out = torch.empty(depths.shape, dtype=torch.float32, device=depths.device)
     steps = []
-    for i, frame in enumerate(depths):
-        out[i], step = aligner.update(frame)
+    for i, depth in enumerate(depths):
+        out[i], step = aligner.update(depth, None if frames is None else frames[i])
         steps.append(step)
+    if aligner.unsteady:
+        log.info("%d frame(s) whose depth disagreed with the clip's while the picture went on (an unsteady model); "
+                 "aligned by range", aligner.unsteady)
     if normalize:
         low, high = (float(v) for v in torch.aminmax(out))
         if high > low:  # (x - low) / (high - low): exactly 0 and 1 at the ends, where scale * x + shift may miss by an ulp
