@@ -215,9 +215,12 @@ def render(height: int, width: int, index: int, seed: int) -> tuple[np.ndarray, 
 
 
 def render_path(height: int, width: int, index: int, seed: int, frames: int, step: float = 0.03,
-                turn: float = 0.4):
+                turn: float = 0.4, mover: float = 0.0):
     """Frames of scene ``index`` seen from a camera that moves: each frame it advances ``step`` metres along its
     view direction (projected on the ground), drifts sideways by half that, and turns ``turn`` degrees.
+
+    ``mover`` (metres per frame, 0 = none) adds a textured ball, 0.35 m across, 2.5 m in front of the first camera,
+    that crosses the view from left to right at that speed: a moving object, with its occlusions.
 
     Yields ``(rgb [3,H,W], depth [H,W])`` per frame, like :func:`render`; the first frame's camera is
     :func:`render`'s, and the sensor grain differs from frame to frame.
@@ -225,11 +228,21 @@ def render_path(height: int, width: int, index: int, seed: int, frames: int, ste
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index)])
     focal, yaw, pitch, origin = _camera(rng, width)
     world = _world(rng)
+    ball = None
+    if mover:
+        ahead = np.array([math.sin(yaw), 0.0, math.cos(yaw)], dtype=np.float32)
+        across = np.array([math.cos(yaw), 0.0, -math.sin(yaw)], dtype=np.float32)
+        start = origin + 2.5 * ahead - across * (mover * frames / 2)
+        ball = Sphere(start, 0.35)
+        world = {**world, "scene": world["scene"] + [ball],
+                 "textures": world["textures"] + [random_texture(np.random.default_rng([int(seed), int(index), 7]))]}
     for k in range(int(frames)):
         heading = yaw + math.radians(turn) * k
         forward = np.array([math.sin(heading), 0.0, math.cos(heading)], dtype=np.float32)
         side = np.array([math.cos(heading), 0.0, -math.sin(heading)], dtype=np.float32)
         position = origin + (forward + 0.5 * side) * step * k
+        if ball is not None:
+            ball.centre = (start + across * (mover * k)).astype(np.float32)
         grain = rng if k == 0 else np.random.default_rng([int(seed) & 0xFFFFFFFF, int(index), k])
         yield _shade(world, position.astype(np.float32), _rays(height, width, focal, heading, pitch), grain,
                      height, width)
