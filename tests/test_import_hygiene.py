@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 FORBIDDEN = ("comfy", "comfy_api", "comfy_extras", "server", "nodes", "folder_paths", "accelerate", "train",
-             "execution", "fiffdepth_testkit", "tests", "benchmarks")
+             "execution", "fiffdepth_testkit", "tests", "benchmarks",
+             # the WebUIs: this pack's adapters, A1111/Forge/reForge modules, sd-webui-controlnet's
+             "fiffdepth_webui", "modules", "modules_forge", "backend", "ldm_patched", "lib_controlnet", "scripts",
+             "gradio")
+# Imported inside the functions that need them (docs/architecture.md lists them): importing the core loads none.
+LAZY = ("diffusers", "transformers", "safetensors", "PIL", "cv2", "OpenEXR", "av", "psutil")
 CORE = Path(__file__).resolve().parents[1] / "fiffdepth_core"
 
 
@@ -32,6 +37,20 @@ def test_importing_every_core_module_loads_no_host_module():
             f"for m in {modules!r}: importlib.import_module('fiffdepth_core.' + m)\n"
             f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})\n"
             "print(bad); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=CORE.parent, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_every_core_module_loads_no_optional_package():
+    """torch and numpy are the core's only module-level dependencies; everything else waits for its function."""
+    modules = sorted(".".join(p.relative_to(CORE).with_suffix("").parts) for p in CORE.rglob("*.py")
+                     if p.stem not in ("__init__", "__main__"))
+    code = ("import sys, importlib\n"
+            "import fiffdepth_core\n"
+            f"for m in {modules!r}: importlib.import_module('fiffdepth_core.' + m)\n"
+            f"loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set({LAZY!r}))\n"
+            "print(loaded); sys.exit(1 if loaded else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=CORE.parent, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
