@@ -42,7 +42,10 @@ def fit_stand_in_vae(folder: Path, warmup: dict, size) -> None:
     data = ProceduralDataset(size=tuple(size), hflip=True, length=100_000, seed=int(warmup.get("seed", 0)) + 77)
     optimizer = torch.optim.Adam(vae.parameters(), lr=float(warmup.get("lr", 2e-3)))
     batch = int(warmup.get("batch_size", 4))
-    for step in range(int(warmup["steps"])):
+    steps = int(warmup["steps"])
+    log.info("stand-in VAE fit: %d steps, once per run folder (debug runs only)", steps)
+    bar = progress_bar(steps, "stand-in VAE fit")
+    for step in range(steps):
         images = []
         for j in range(batch):
             sample = data[(step * batch + j, step * batch + j)]
@@ -52,9 +55,23 @@ def fit_stand_in_vae(folder: Path, warmup: dict, size) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % 50 == 0:
-            log.info("stand-in VAE fit: step %d, L1 %.4f", step, loss.item())
+        if bar is not None:
+            bar.set_postfix(L1=f"{loss.item():.4f}", refresh=False)
+            bar.update(1)
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            log.info("stand-in VAE fit: step %d/%d, L1 %.4f", step + 1, steps, loss.item())
+    if bar is not None:
+        bar.close()
     vae.eval().save_pretrained(folder / "vae")
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar with a total (None when tqdm is missing: the counted log lines still say how far it is)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
 
 def resolve_base(config: dict, run_path: Path, accelerator) -> Path:
