@@ -20,11 +20,15 @@ torch.manual_seed(0)
 images = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8), size=(100, 150), mode="bilinear")  # [1,3,H,W]
 forge = ForgeBackbone.load(checkpoint, "auto")
 reference = load_standalone(checkpoint, dtype=torch.float32)
+exact = load_standalone(checkpoint, dtype=torch.float64)  # the same function, evaluated with 29 more mantissa bits
 out = {"storage_dtype": str(forge.patcher.model.storage_dtype), "computation_dtype": str(forge.dtype),
        "vae_dtype": str(forge.vae_dtype), "family": forge.family.name}
 for depth_pass in ("detailed", "filtered") if forge.family.filter_pass else ("detailed",):
     config = PredictConfig(processing_resolution=128, depth_pass=depth_pass)
     ours, theirs = predict_depth(forge, images, config), predict_depth(reference, images, config)
-    out[depth_pass] = float((ours - theirs).abs().max())
+    truth = predict_depth(exact, images.double(), config)
+    out[depth_pass] = float((ours - theirs).abs().max())  # Forge vs standalone, both fp32
+    out[depth_pass + "_forge_error"] = float((ours.double() - truth).abs().max())  # each against fp64
+    out[depth_pass + "_standalone_error"] = float((theirs.double() - truth).abs().max())
     out[depth_pass + "_std"] = float(theirs.std())
 print(json.dumps(out))

@@ -23,6 +23,8 @@ from fiffdepth_testkit.models import write_random_pipeline
 
 pytestmark = pytest.mark.webui
 NAMES = {"depth_fiffdepth": "detailed", "depth_fiffdepth_filtered": "filtered"}
+ACCURACY = 4  # Forge's fp32 error may be this many times the standalone's (test_forge_backend_raw_depth_...)
+FP32_FLOOR = 16 * 2.0**-24
 log = logging.getLogger(__name__)
 
 
@@ -109,6 +111,15 @@ def test_forge_loads_the_model_once_for_both_preprocessors(host):
     assert log_path.read_text().count("K-Model Created") == 1
 
 
+def assert_within_rounding(out: dict, passes) -> None:
+    """Forge's raw depth is as close to the exact (fp64) value as the standalone predictor's fp32 result is, up to
+    ACCURACY times (the reasoning is in test_forge_backend_raw_depth_and_dtype_flags)."""
+    for depth_pass in passes:
+        fp32_error = max(out[f"{depth_pass}_standalone_error"], FP32_FLOOR)
+        assert out[f"{depth_pass}_forge_error"] <= ACCURACY * fp32_error, (depth_pass, out)
+        assert out[depth_pass] <= (ACCURACY + 1) * fp32_error, (depth_pass, out)
+
+
 @requires("forge")
 @pytest.mark.parametrize("flags, dtypes", [
     ([], ("torch.float32", "torch.float32", "torch.float32")),
@@ -116,7 +127,19 @@ def test_forge_loads_the_model_once_for_both_preprocessors(host):
 ])
 def test_forge_backend_raw_depth_and_dtype_flags(tmp_path, flags, dtypes):
     """In a Forge process (no server): the backbone on Forge's backend against the standalone predictor, raw
-    depth at fp32 within 1e-5; Forge's dtype flags choose its storage/computation/VAE dtypes."""
+    depth at fp32; Forge's dtype flags choose its storage/computation/VAE dtypes.
+
+    The tolerance comes from an error analysis, not from one run. Forge's LDM UNet and VAE and diffusers' are two
+    fp32 evaluations of one function, with different operation orders (attention, convolution algorithms), so
+    neither is exact: each is off the exact value by its own rounding error, amplified by the network (the
+    filtered pass cascades two UNet calls and a decode). ``forge_raw_depth.py`` measures that amplification in the
+    same process: the standalone predictor in fp64 is the exact value, and the standalone's own fp32 error ``e`` is
+    what fp32 costs on this input, this model and this torch build (1.0e-5 detailed, 3.6e-5 filtered here). Forge
+    must be as accurate: its error against fp64 at most ``ACCURACY * e`` (measured ratio 0.8-1.1; 4 leaves room
+    for other builds' kernels), and so the two fp32 results at most ``(ACCURACY + 1) * e`` apart (the triangle
+    inequality). ``e`` has a floor of 16 fp32 ulps of 1 (~1e-6), the rounding of the last few operations alone. A
+    wrong timestep, scale or conditioning moves depth by 1e-2 or more. (The fixed 1e-5 this replaces failed once at
+    1.27e-5 on the filtered pass, inside its own rounding error.)"""
     import json
     import subprocess
     from pathlib import Path
@@ -133,7 +156,7 @@ def test_forge_backend_raw_depth_and_dtype_flags(tmp_path, flags, dtypes):
     assert (out["storage_dtype"], out["computation_dtype"], out["vae_dtype"]) == dtypes
     if not flags:
         log.info("Forge raw depth vs standalone: %s", out)
-        assert out["detailed"] <= 1e-5 and out["filtered"] <= 1e-5
+        assert_within_rounding(out, ("detailed", "filtered"))
         assert out["detailed_std"] > 0.01
 
 
@@ -181,7 +204,8 @@ def test_forge_txt2img_with_a_depth_fiffdepth_control_unit(tmp_path):
                                           ("genpercept", "genpercept")])
 def test_forge_backend_runs_the_other_families(tmp_path, family, name):
     """Lotus-D (class label through the LDM UNet's ADM input), Marigold-E2E-FT (zero latent appended) and
-    GenPercept on Forge's backend equal the standalone predictor (raw depth, fp32, 1e-5)."""
+    GenPercept on Forge's backend equal the standalone predictor (raw depth, fp32, within the rounding error that
+    test_forge_backend_raw_depth_and_dtype_flags derives)."""
     import json
     import subprocess
     from pathlib import Path
@@ -197,4 +221,5 @@ def test_forge_backend_runs_the_other_families(tmp_path, family, name):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     log.info("Forge %s raw depth vs standalone: %s", name, out)
-    assert out["family"] == name and out["detailed"] <= 1e-5 and out["detailed_std"] > 0.01
+    assert out["family"] == name and out["detailed_std"] > 0.01
+    assert_within_rounding(out, ("detailed",))
