@@ -38,6 +38,7 @@ from .layout import (
     listing,
     load_weights_file,
     read_json,
+    read_safetensors,
     read_safetensors_header,
 )
 from .sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
@@ -252,14 +253,7 @@ def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"`part` must be 'unet' or 'vae', got {part!r}")
     if info.layout != "bundle":
         return load_weights_file(info.weights[part])
-    from safetensors import safe_open
-
-    prefix = f"{part}."
-    try:
-        with safe_open(str(info.path), framework="pt") as handle:
-            return {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys() if k.startswith(prefix)}
-    except Exception as err:  # safetensors' own error types for damaged data
-        raise CheckpointError(f"cannot read weights {info.path}: {err}") from None
+    return read_safetensors(info.path, prefix=f"{part}.")
 
 
 def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
@@ -290,9 +284,10 @@ def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
 def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: str,
                 dtype: torch.dtype | None = None):
     """Build a diffusers model from ``config`` on the meta device and adopt ``state_dict`` (strict)."""
-    # Fresh, allocator-aligned copies: tensors sliced out of a safetensors buffer are not 64-byte aligned, and CPU
-    # kernels round differently on misaligned data (outputs then vary by ~1e-6 from one load to the next).
-    state_dict = {k: v.to(dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype, copy=True)
+    # CPU kernels round differently on data that is not 64-byte aligned (outputs then vary by ~1e-6 from one load
+    # to the next): the readers of layout.py give aligned tensors; anything else (a cast, a tensor sliced out of a
+    # shared buffer) becomes a fresh, allocator-aligned copy here.
+    state_dict = {k: aligned(v, dtype if dtype is not None and v.is_floating_point() else v.dtype)
                   for k, v in state_dict.items()}
     try:
         with torch.device("meta"):
@@ -308,6 +303,18 @@ def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: s
         raise CheckpointError(f"{where}: the weights do not fit the config: {len(missing)} missing keys "
                               f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
     return model.eval()
+
+
+ALIGNMENT = 64  # bytes: what PyTorch's CPU allocator gives every allocation
+
+
+def aligned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` in ``dtype`` on storage of its own that starts on a 64-byte boundary (a copy only if needed)."""
+    if (tensor.dtype == dtype and tensor.device.type == "cpu" and tensor.data_ptr() % ALIGNMENT == 0
+            and tensor.storage_offset() == 0 and tensor.is_contiguous()
+            and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()):
+        return tensor
+    return tensor.to(dtype=dtype, copy=True)
 
 
 def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

@@ -8,7 +8,9 @@ loading those could run code.
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -96,11 +98,9 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
                                       "(shard indexes may not point elsewhere)")
             merged.update(load_weights_file(path.parent / shard))
         return merged
+    if name.endswith(".safetensors"):
+        return read_safetensors(path)
     try:
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False: exactly what must not be done
         raise CheckpointError(f"{path} is not a plain tensor file: it holds Python objects other than tensors, and "
@@ -108,3 +108,95 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
                               "source you trust") from None
     except Exception as err:
         raise CheckpointError(f"cannot read weights {path}: {err}") from None
+
+
+# safetensors' dtype names (little-endian data); float8 where this torch has it
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
+SAFETENSORS_DTYPES.update({name: getattr(torch, attr) for name, attr in (("F8_E4M3", "float8_e4m3fn"),
+                                                                         ("F8_E5M2", "float8_e5m2"))
+                           if hasattr(torch, attr)})
+MAX_HEADER = 100 * 2**20  # the limit safetensors itself sets
+SAFETENSORS_ALLOWED = "a complete, undamaged .safetensors file"
+
+
+def read_safetensors(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file whose names start with ``prefix`` (removed from the keys).
+
+    Each tensor is read straight from the file into its own new allocation: one copy from the page cache, and
+    storage the allocator aligns (64 bytes). Tensors sliced out of one mapped file buffer (safetensors'
+    ``load_file``) sit at whatever offset the file gives them, and CPU kernels round differently on misaligned data,
+    so outputs varied by ~1e-6 from one load to the next until each tensor was copied again; reading into aligned
+    storage keeps loads identical without that second copy of every weight. Every header entry is checked against
+    the file before anything is allocated; a damaged file raises :class:`CheckpointError` naming it.
+    """
+    if sys.byteorder != "little":  # the data is little-endian: let safetensors convert
+        from safetensors.torch import load_file
+
+        try:
+            return {k[len(prefix):]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+        except Exception as err:
+            raise CheckpointError(f"cannot read weights {path}: {err}") from None
+    try:
+        with open(path, "rb", buffering=0) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            entries, base = _safetensors_entries(handle, size, path)
+            tensors = {}
+            for name, (dtype, shape, begin, end) in sorted(entries.items(), key=lambda item: item[1][2]):
+                if not name.startswith(prefix):
+                    continue
+                tensor = torch.empty(shape, dtype=dtype)
+                if end > begin:
+                    _read_exactly(handle, base + begin, tensor.reshape(-1).view(torch.uint8).numpy(), path)
+                tensors[name[len(prefix):]] = tensor
+            return tensors
+    except OSError as err:
+        raise CheckpointError(f"cannot read weights {path}: {err}") from None
+
+
+def _safetensors_entries(handle, size: int, path: Path) -> tuple[dict, int]:
+    """{name: (dtype, shape, begin, end)} and the offset of the data, each entry checked against the file."""
+    def damaged(why: str) -> CheckpointError:
+        return CheckpointError(f"cannot read weights {path}: {why}", SAFETENSORS_ALLOWED)
+
+    head = handle.read(8)
+    length = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if length < 2 or length > min(MAX_HEADER, size - 8):
+        raise damaged(f"header length {length} in a file of {size} bytes")
+    try:
+        header = json.loads(handle.read(length).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise damaged(f"header is not JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise damaged("header is not a JSON object")
+    base, entries = 8 + length, {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+            shape = [int(n) for n in entry["shape"]]
+            begin, end = (int(n) for n in entry["data_offsets"])
+            valid = all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                        for n in [*entry["shape"], *entry["data_offsets"]])
+        except (KeyError, TypeError, ValueError):
+            raise damaged(f"entry {name!r} is not a tensor description: {str(entry)[:200]}") from None
+        numel = 1
+        for n in shape:
+            numel *= n
+        if not valid or begin > end or base + end > size or numel * dtype.itemsize != end - begin:
+            raise damaged(f"tensor {name!r} ({entry['dtype']} {shape}) does not fit bytes {begin}..{end} of the "
+                          f"{size - base} the file holds")
+        entries[name] = (dtype, shape, begin, end)
+    return entries, base
+
+
+def _read_exactly(handle, offset: int, buffer, path: Path) -> None:
+    view, done = memoryview(buffer).cast("B"), 0
+    handle.seek(offset)
+    while done < len(view):
+        got = handle.readinto(view[done:])
+        if not got:
+            raise CheckpointError(f"cannot read weights {path}: the file ends early", SAFETENSORS_ALLOWED)
+        done += got
