@@ -3,6 +3,8 @@ of one checkpoint compute bit-identical depth without a second copy of every wei
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from fiffdepth_testkit.images import seeded_images
@@ -71,6 +73,17 @@ def test_misaligned_or_cast_weights_are_copied_to_aligned_storage(tiny_backbone)
     assert {p.dtype for p in half.parameters()} == {torch.float16}
 
 
+def with_header(header: str, rest: bytes) -> bytes:
+    return len(header.encode()).to_bytes(8, "little") + header.encode() + rest
+
+
+# what each damage is refused for: every check of the reader is reached by one case
+REASONS = {"truncated data": "does not fit bytes", "header length past the end": "header length",
+           "header not JSON": "header is not JSON", "offsets past the end": "does not fit bytes",
+           "shape that does not fit": r"\[3, 6\]\) does not fit", "unknown dtype": "is not a tensor description",
+           "too short for a header": "header length -1"}
+
+
 def damaged_files(data: bytes) -> dict[str, bytes]:
     length = int.from_bytes(data[:8], "little")
     header = data[8:8 + length].decode()
@@ -78,8 +91,8 @@ def damaged_files(data: bytes) -> dict[str, bytes]:
         "truncated data": data[:-10],
         "header length past the end": (len(data) + 5).to_bytes(8, "little") + data[8:],
         "header not JSON": data[:8] + b"{" * length + data[8 + length:],
-        "offsets past the end": data[:8] + header.replace('"data_offsets":[0,', '"data_offsets":[9999999,', 1)
-        .encode() + data[8 + length:],
+        "offsets past the end": with_header(header.replace('"data_offsets":[0,', '"data_offsets":[9999999,', 1),
+                                            data[8 + length:]),
         "shape that does not fit": data[:8] + header.replace('"shape":[3,5]', '"shape":[3,6]', 1).encode()
         + data[8 + length:],
         "unknown dtype": data[:8] + header.replace('"F32"', '"Q32"', 1).encode() + data[8 + length:],
@@ -97,5 +110,6 @@ def test_damaged_files_are_refused_naming_the_file(tmp_path, case):
     damaged = damaged_files(good.read_bytes())[case]
     assert damaged != good.read_bytes()
     bad.write_bytes(damaged)
-    with pytest.raises(CheckpointError, match=str(bad)):
+    with pytest.raises(CheckpointError, match=str(bad)) as caught:
         read_safetensors(bad)
+    assert re.search(REASONS[case], str(caught.value)), str(caught.value)
