@@ -54,7 +54,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .flow import resolve_backend
+from .flow import BACKENDS
 from .shots import ShotDetector
 from .temporal_flow import FlowFilter
 
@@ -102,7 +102,8 @@ class AlignConfig:
                 raise ValueError(f"`{name}` must be in {bound}{low}, {high}], got {value}")
         if not self.cut_ratio >= 1.0:
             raise ValueError(f"`cut_ratio` must be >= 1, got {self.cut_ratio}")
-        resolve_backend(self.flow_backend)  # checks the name
+        if self.flow_backend not in BACKENDS:  # the name only: whether OpenCV imports is asked when a filter is made
+            raise ValueError(f"`flow_backend` must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
         if not self.max_scale_ratio > 1.0:
             raise ValueError(f"`max_scale_ratio` must be > 1, got {self.max_scale_ratio}")
         for name in ("sample_pixels", "l1_iterations"):
