@@ -217,11 +217,16 @@ class PhaseMeter:
 
     @staticmethod
     def _reset_host() -> bool:
+        """Restart the peak resident size from the current one; False where the platform cannot (or the write
+        is accepted but the peak stays where it was, as in some sandboxes)."""
         try:
-            Path("/proc/self/clear_refs").write_text("5")  # the peak resident size restarts from the current one
-            return True
+            Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             return False
+        status = _status_kb("VmHWM", "VmRSS")
+        if len(status) < 2:
+            return False
+        return status["VmHWM"] <= status["VmRSS"] + 64 * 1024  # within 64 MB: what the reading itself allocates
 
     def summary(self) -> dict:
         out = {"peak_resident_gb": {k: round(v / GB, 2) for k, v in self.host.items()},
@@ -238,14 +243,25 @@ class PhaseMeter:
         log.info("memory by phase (%s): %s", kind, text)
 
 
+def _status_kb(*keys: str) -> dict[str, int]:
+    """Fields of /proc/self/status in kB (empty where there is no such file)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name in keys:
+            found[name] = int(value.split()[0])
+    return found
+
+
 def peak_resident_bytes() -> float:
     """The process's peak resident set since the last reset (Linux: VmHWM), else since it started."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return float(line.split()[1]) * 1024
-    except OSError:
-        pass
+    hwm = _status_kb("VmHWM").get("VmHWM")
+    if hwm is not None:
+        return float(hwm) * 1024
     try:
         import resource
     except ImportError:  # Windows
