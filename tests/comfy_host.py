@@ -1,5 +1,5 @@
 """Helpers for tests against a real ComfyUI (COMFYUI_PATH): in-process loading, and the headless server of
-``workflows/tools/comfy_server.py`` (re-exported here).
+``tools/comfy_server.py`` (re-exported here).
 
 ComfyUI's code is never part of this repository; these helpers only drive a checkout the developer points at.
 ComfyUI's root goes first on sys.path so its top-level ``nodes`` module is never shadowed by this pack's folder.

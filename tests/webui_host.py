@@ -13,7 +13,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from comfy_server import stop_process  # the workflow tools' process stopper (workflows/tools, on the test path)
+from local_server import free_port, stop_process, wait_until_ready  # tools/, on the test path
 from PIL import Image
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
@@ -47,12 +46,6 @@ def requires(host: str):
     reason = (f"set {host.upper()}_PATH to a prepared {host} WebUI checkout and {host.upper()}_PYTHON to its "
               "environment's Python to run the real-host tests")
     return pytest.mark.skipif(not (path and python), reason=reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_json(url: str, payload: dict | None = None, timeout: float = 300.0) -> tuple[int, dict]:
@@ -98,7 +91,7 @@ def webui_server(host: str, data_dir: Path, extra_flags: list[str] = (), ui: boo
     """A headless WebUI on a free loopback port; yields (url, seconds until it answered, log path)."""
     path, python = host_paths(host)
     prepare_data_dir(host, data_dir)
-    port = _free_port()
+    port = free_port()
     log_path = data_dir / "server.log"
     log = open(log_path, "w")
     cmd = [python, "launch.py", *COMMON_FLAGS, "--port", str(port), "--data-dir", str(data_dir),
@@ -111,19 +104,7 @@ def webui_server(host: str, data_dir: Path, extra_flags: list[str] = (), ui: boo
     proc = subprocess.Popen(cmd, cwd=path, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{host} exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                status, _ = http_json(url + "/controlnet/module_list", timeout=2)
-                if status == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"{host} did not answer within {timeout} s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.5)
+        wait_until_ready(proc, url + "/controlnet/module_list", timeout, host, log_path)
         yield url, time.perf_counter() - start, log_path
     finally:
         stop_process(proc, timeout=30)

@@ -7,7 +7,7 @@ Load Image / Load Video nodes show a procedural scene rendered by ``train/datase
 third-party pictures); depth previews stay empty (no official weights exist, and random ones would mislead).
 
     apt-get install chromium
-    COMFYUI_PATH=/path/to/ComfyUI python workflows/tools/make_thumbnails.py [name ...]
+    COMFYUI_PATH=/path/to/ComfyUI python tools/make_thumbnails.py [name ...]
 
 Needs a Python with ComfyUI's requirements (aiohttp, av, Pillow). The template browser shows a thumbnail in a
 256 px square without cropping, so thumbnails are 512 x 512 (sharp on high-density screens).
@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw, ImageFont
 import frontend
 from comfy_server import comfy_server
 
-WORKFLOWS = Path(__file__).resolve().parents[1]
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 PROJECT = WORKFLOWS.parent
 
 SIZE = 512

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,22 +17,9 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parents[2]
+from local_server import free_port, stop_process, wait_until_ready
 
-
-def stop_process(proc, timeout: float) -> None:
-    """Terminate a child process, killing it if it has not exited after ``timeout`` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+PACK_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _get(url: str, timeout: float = 10.0):
@@ -42,38 +28,34 @@ def _get(url: str, timeout: float = 10.0):
 
 
 @contextmanager
-def comfy_server(base_dir: Path, timeout: float = 120.0, comfyui_path: str | None = None):
+def comfy_server(base_dir: Path, timeout: float = 120.0, comfyui_path: str | None = None,
+                 front_end_root: str | Path | None = None, pack: Path | None = PACK_ROOT):
     """A headless ComfyUI on a free loopback port with ``base_dir`` as its base directory; yields its URL.
 
-    ``comfyui_path`` defaults to the ``COMFYUI_PATH`` environment variable. The pack is linked into
-    ``base_dir/custom_nodes``. The server is stopped at exit; its log is kept in ``base_dir/server.log``.
+    ``comfyui_path`` defaults to the ``COMFYUI_PATH`` environment variable; ``front_end_root`` is passed as
+    ``--front-end-root`` (a frontend package's ``static`` folder; default: the frontend ComfyUI pins). ``pack`` is
+    linked into ``base_dir/custom_nodes`` as ``fiffdepth`` (None: the caller has filled ``custom_nodes``). The
+    server is stopped at exit; its log is kept in ``base_dir/server.log``.
     """
     comfyui_path = comfyui_path or os.environ.get("COMFYUI_PATH")
     if not comfyui_path:
         raise RuntimeError("set COMFYUI_PATH to a ComfyUI checkout (or pass comfyui_path)")
     (base_dir / "custom_nodes").mkdir(parents=True, exist_ok=True)
     link = base_dir / "custom_nodes" / "fiffdepth"
-    if not link.exists():
-        link.symlink_to(PACK_ROOT, target_is_directory=True)
-    port = _free_port()
-    log = open(base_dir / "server.log", "w")
+    if pack is not None and not link.exists():
+        link.symlink_to(pack, target_is_directory=True)
+    port = free_port()
+    log_path = base_dir / "server.log"
+    log = open(log_path, "w")
     cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
            "--disable-auto-launch", "--disable-api-nodes", "--use-pytorch-cross-attention",
            "--base-directory", str(base_dir)]
+    if front_end_root is not None:
+        cmd += ["--front-end-root", str(front_end_root)]
     proc = subprocess.Popen(cmd, cwd=comfyui_path, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited early:\n{(base_dir / 'server.log').read_text()[-3000:]}")
-            try:
-                _get(url + "/system_stats", timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.time() > deadline:
-                    raise RuntimeError("ComfyUI did not answer within the timeout") from None
-                time.sleep(0.5)
+        wait_until_ready(proc, url + "/system_stats", timeout, "ComfyUI", log_path)
         yield url
     finally:
         stop_process(proc, timeout=20)

@@ -4,7 +4,7 @@ Slots, widget order and link indices come from a running ComfyUI's ``/object_inf
 tests check (``workflow_api.py`` beside this script), so each file is what ComfyUI's frontend itself saves. Node sizes are at
 least the frontend's own minimum (measured once with it: pass ``--fit`` with Chromium installed).
 
-    COMFYUI_PATH=/path/to/ComfyUI python workflows/tools/build_workflows.py [--fit]
+    COMFYUI_PATH=/path/to/ComfyUI python tools/build_workflows.py [--fit]
 
 The JSON files are what ships; editing them in ComfyUI and exporting is fine too, as long as
 ``tests/test_workflows.py`` passes. Re-run ``make_thumbnails.py`` after any change.
@@ -30,7 +30,7 @@ from workflow_api import (
     widget_layout,
 )
 
-WORKFLOWS = Path(__file__).resolve().parents[1]
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 GROUP_COLORS = {"load": "#3f789e", "depth": "#8A8", "alt": "#b58b2a", "gen": "#88A", "out": "#a1309b"}
