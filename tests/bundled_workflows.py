@@ -1,5 +1,8 @@
 """The bundled workflows (``workflows/*.json``) and what the tests know about them: names, the node types they
-may use, the loaders' model folders, and small graph helpers shared by the offline and the real-host tests."""
+may use, the loaders' model folders, and small graph helpers shared by the offline and the real-host tests.
+
+``tests/data/frontend_exports/<frontend version>/`` holds the same workflows as real ComfyUI frontends export them
+(written by ``tools/export_workflows.py``): the offline tests run every check on those too."""
 
 from __future__ import annotations
 
@@ -10,6 +13,11 @@ from comfy_host import PACK_ROOT
 from workflow_api import NOTE_NODES, VIRTUAL_NODES, combo_values, spec_options, spec_type
 
 WORKFLOW_DIR = PACK_ROOT / "workflows"
+EXPORT_DIR = PACK_ROOT / "tests" / "data" / "frontend_exports"
+BUNDLED = "bundled"
+# Where a workflow comes from: the shipped file, or its export by one frontend version (oldest first).
+SOURCES = (BUNDLED, *sorted((p.name for p in EXPORT_DIR.iterdir() if p.is_dir()),
+                            key=lambda v: tuple(int(x) for x in v.split("."))))
 NAMES = ("fiffdepth_1_image_to_depth", "fiffdepth_2_controlnet_sd15", "fiffdepth_3_controlnet_sdxl",
          "fiffdepth_4_video_depth", "fiffdepth_5_core_loaders", "fiffdepth_6_video_controlnet_wan")
 PACK_NODES = frozenset({"FiffDepthLoader", "FiffDepthEstimate", "FiffDepthSave", "FiffDepthColorize",
@@ -26,8 +34,9 @@ LOADERS = {"FiffDepthLoader": ("fiffdepth", "model_name"), "CheckpointLoaderSimp
            "VAELoader": ("vae", "vae_name"), "CLIPLoader": ("text_encoders", "clip_name")}
 
 
-def load(name: str) -> dict:
-    return json.loads((WORKFLOW_DIR / f"{name}.json").read_text(encoding="utf-8"))
+def load(name: str, source: str = BUNDLED) -> dict:
+    folder = WORKFLOW_DIR if source == BUNDLED else EXPORT_DIR / source
+    return json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def by_id(wf: dict) -> dict[int, dict]:

@@ -2,19 +2,24 @@
 
 Each file is well-formed UI-format JSON whose link table agrees with the node slots, uses only core nodes and this
 pack's nodes, matches this pack's node schemas (taken from the real ``define_schema()`` through
-``pack_schemas.py``), connects matching types, has positions and sizes the frontend can draw, names every model file it needs, and has its
-thumbnail. The UI -> API converter is unit-tested on a synthetic graph. ``test_workflows_comfyui.py`` checks the
-same files against a real ComfyUI.
+``pack_schemas.py``), connects matching types, has positions and sizes the frontend can draw, names every model file
+it needs, and has its thumbnail. Every check also runs on the same workflows as real frontends export them
+(``tests/data/frontend_exports/<version>/``: the pinned 1.27 and the newest 1.5x), which must mean the same as the
+bundled files; a changed widget value or a broken link in such an export is refused. The UI -> API converter is
+unit-tested on a synthetic graph. ``test_workflows_comfyui.py`` checks the same files against a real ComfyUI.
 """
 
 from __future__ import annotations
 
 import pytest
 from bundled_workflows import (
+    BUNDLED,
     CORE_NODES,
+    EXPORT_DIR,
     LOADERS,
     NAMES,
     PACK_NODES,
+    SOURCES,
     WORKFLOW_DIR,
     by_id,
     check_widget_value,
@@ -34,6 +39,7 @@ from workflow_api import (
     widget_layout,
     widget_values,
 )
+from workflow_format import differences, format_problems, widgets
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +47,10 @@ def pack_info():
     return pack_object_info()
 
 
-@pytest.fixture(params=NAMES)
+@pytest.fixture(params=[(source, name) for source in SOURCES for name in NAMES], ids="{0[0]}-{0[1]}".format)
 def workflow(request):
-    return request.param, load(request.param)
+    source, name = request.param
+    return f"{name} ({source})", load(name, source)
 
 
 def test_templates_and_thumbnails_are_all_there():
@@ -56,33 +63,82 @@ def test_templates_and_thumbnails_are_all_there():
             assert thumb.format == "JPEG" and min(thumb.size) >= 256, (name, thumb.format, thumb.size)
 
 
+def test_exports_of_every_frontend_are_there():
+    """The pinned frontend (1.27.10, what ComfyUI 0.3.64 requires) and at least one 1.5x frontend exported every
+    bundled workflow (tools/export_workflows.py)."""
+    versions = SOURCES[1:]
+    assert "1.27.10" in versions and any(v.startswith("1.5") for v in versions), versions
+    for version in versions:
+        assert sorted(p.stem for p in (EXPORT_DIR / version).glob("*.json")) == sorted(NAMES), version
+
+
 def test_ui_format_is_consistent(workflow):
     name, wf = workflow
-    assert wf.get("version") == 0.4 and isinstance(wf.get("groups"), list) and isinstance(wf.get("extra"), dict)
-    nodes = by_id(wf)
-    assert len(nodes) == len(wf["nodes"]), "duplicate node ids"
-    link_ids = [link[0] for link in wf["links"]]
-    assert len(set(link_ids)) == len(link_ids), "duplicate link ids"
-    assert wf["last_node_id"] >= max(nodes) and wf["last_link_id"] >= max(link_ids, default=0)
+    assert format_problems(wf) == [], name
     for node in wf["nodes"]:
-        for key, kind in (("pos", list), ("size", list), ("flags", dict), ("inputs", list), ("outputs", list),
-                          ("properties", dict), ("widgets_values", list), ("order", int), ("mode", int)):
-            assert isinstance(node.get(key), kind), f"{name}: node {node['id']} {key}"
         assert node["mode"] == 0, f"{name}: node {node['id']} is muted or bypassed"
-    assert sorted(n["order"] for n in wf["nodes"]) == list(range(len(nodes))), "order is not a permutation"
-    for link_id, src, src_slot, dst, dst_slot, link_type in wf["links"]:
-        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
-        assert link_id in out["links"], f"{name}: link {link_id} missing from node {src}'s output {out['name']}"
-        assert inp["link"] == link_id, f"{name}: node {dst} input {inp['name']} does not hold link {link_id}"
-        assert out["type"] == inp["type"] == link_type, f"{name}: link {link_id} joins {out['type']} to {inp['type']}"
-        assert nodes[src]["order"] < nodes[dst]["order"], f"{name}: link {link_id} runs against the order"
-    for node in wf["nodes"]:
-        for slot in node["inputs"]:
-            if slot["link"] is not None:
-                assert slot["link"] in link_ids, f"{name}: node {node['id']} input {slot['name']} dangles"
-        for out in node["outputs"]:
-            for link_id in out.get("links") or []:
-                assert link_id in link_ids, f"{name}: node {node['id']} output {out['name']} dangles"
+
+
+@pytest.mark.parametrize("source", SOURCES[1:])
+@pytest.mark.parametrize("name", NAMES)
+def test_frontend_exports_mean_the_bundled_workflows(name, source):
+    """What a frontend saves differs in form (order, absent widgets_values, widgets_values_named, group font_size,
+    ids) but not in meaning; after changing a workflow, re-export it with tools/export_workflows.py."""
+    export = load(name, source)
+    assert differences(load(name), export) == [], f"{name}: the {source} export differs from workflows/"
+    assert export["extra"].get("frontendVersion") == source
+
+
+def test_damage_in_a_frontend_export_is_refused():
+    """The checks that accept every frontend's form still refuse a changed widget value, named and positional
+    values that disagree (two frontends would run different values), and broken links."""
+    import copy
+
+    newest = SOURCES[-1]
+    export = load(NAMES[1], newest)
+    (sampler,) = of_type(export, "KSampler")
+    assert "widgets_values_named" in sampler, f"the {newest} export has no widgets_values_named: re-check the premise"
+    assert [n for n in export["nodes"] if "widgets_values" not in n], "no node without widgets_values"
+
+    changed = copy.deepcopy(export)  # an edit made consistently: well formed, but not what ships
+    (node,) = of_type(changed, "KSampler")
+    node["widgets_values"][2] += 1
+    node["widgets_values_named"]["steps"] += 1
+    assert format_problems(changed) == []
+    assert differences(load(NAMES[1]), changed) == [f"node {node['id']} (KSampler) widgets_values[2]: 25 -> 26"]
+
+    named_only = copy.deepcopy(export)
+    (node,) = of_type(named_only, "KSampler")
+    node["widgets_values_named"]["cfg"] = 3.5
+    assert any("disagrees with widgets_values" in line for line in format_problems(named_only))
+
+    rerouted = copy.deepcopy(export)  # the negative prompt's link now claims the positive input
+    link = next(link for link in rerouted["links"] if link[5] == "CONDITIONING" and link[4] == 1)
+    link[4] = 0
+    assert any(f"does not hold link {link[0]}" in line for line in format_problems(rerouted))
+    assert differences(export, rerouted)
+
+    dropped = copy.deepcopy(export)  # a link the table lists but its source output has lost
+    out = next(o for n in dropped["nodes"] for o in n["outputs"] if o.get("links"))
+    lost = out["links"].pop()
+    assert any(f"link {lost} is missing from node" in line for line in format_problems(dropped))
+
+    dangling = copy.deepcopy(export)
+    dangling["links"] = [link for link in dangling["links"] if link[0] != lost]
+    assert any(f"holds link {lost}, which is not in the link table" in line for line in format_problems(dangling))
+
+    backwards = copy.deepcopy(export)  # any order is fine as long as every link runs forwards
+    first = backwards["links"][0]
+    nodes = by_id(backwards)
+    nodes[first[1]]["order"], nodes[first[3]]["order"] = nodes[first[3]]["order"], nodes[first[1]]["order"]
+    assert any(f"link {first[0]} runs against the order" in line for line in format_problems(backwards))
+
+    no_widgets = copy.deepcopy(export)  # absent means "no widgets": on a node that has some, its values are lost
+    (estimate,) = of_type(no_widgets, "FiffDepthEstimate")
+    del estimate["widgets_values"], estimate["widgets_values_named"]
+    assert widgets(estimate) == [] and format_problems(no_widgets) == []
+    assert [line.split(":")[0] for line in differences(export, no_widgets)] == \
+        [f"node {estimate['id']} (FiffDepthEstimate) widgets_values"]
 
 
 def test_only_core_and_pack_nodes(workflow):
@@ -142,11 +198,12 @@ def test_notes_say_which_files_go_where(workflow):
             assert model["directory"] == LOADERS[node["type"]][0]
 
 
-def test_each_workflow_does_its_job(pack_info):
+@pytest.mark.parametrize("source", SOURCES)
+def test_each_workflow_does_its_job(pack_info, source):
     def estimate_inputs(wf):
         return [widget_values(node, pack_info["FiffDepthEstimate"]) for node in of_type(wf, "FiffDepthEstimate")]
 
-    wf = load(NAMES[0])
+    wf = load(NAMES[0], source)
     assert sorted(v["depth_pass"] for v in estimate_inputs(wf)) == ["detailed", "filtered"]
     saves = of_type(wf, "FiffDepthSave")
     assert len(saves) == 2 and all(node["widgets_values"][1] == "png16" for node in saves)
@@ -155,7 +212,7 @@ def test_each_workflow_does_its_job(pack_info):
     assert of_type(wf, "FiffDepthColorize") and of_type(wf, "PreviewImage")
 
     for name, family in ((NAMES[1], "sd15"), (NAMES[2], "xl")):
-        wf = load(name)
+        wf = load(name, source)
         apply = of_type(wf, "ControlNetApplyAdvanced")[0]
         hint, _ = source_of(wf, apply, "image")
         assert hint["type"] == "ImageScaleToTotalPixels"
@@ -167,7 +224,7 @@ def test_each_workflow_does_its_job(pack_info):
         assert source_of(wf, sampler, "positive")[0] is apply and source_of(wf, sampler, "latent_image")[0] is latent
         assert of_type(wf, "SaveImage") and of_type(wf, "CheckpointLoaderSimple")
 
-    wf = load(NAMES[3])
+    wf = load(NAMES[3], source)
     (values,) = estimate_inputs(wf)
     assert values["normalization"] == "whole_batch" and values["temporal"] == "stabilize"
     est = of_type(wf, "FiffDepthEstimate")[0]
@@ -175,7 +232,7 @@ def test_each_workflow_does_its_job(pack_info):
     assert frames["type"] == "GetVideoComponents" and source_of(wf, frames, "video")[0]["type"] == "LoadVideo"
     assert of_type(wf, "SaveImage") and of_type(wf, "FiffDepthSave")
 
-    wf = load(NAMES[5])  # video -> steady depth -> Wan VACE's control video
+    wf = load(NAMES[5], source)  # video -> steady depth -> Wan VACE's control video
     (values,) = estimate_inputs(wf)
     assert values["temporal"] == "stabilize" and values["normalization"] == "whole_batch"
     est = of_type(wf, "FiffDepthEstimate")[0]
@@ -189,7 +246,7 @@ def test_each_workflow_does_its_job(pack_info):
     trim = of_type(wf, "TrimVideoLatent")[0]
     assert source_of(wf, trim, "trim_amount") == (vace, 3) and of_type(wf, "SaveVideo")
 
-    wf = load(NAMES[4])
+    wf = load(NAMES[4], source)
     est = of_type(wf, "FiffDepthEstimate")[0]
     assert not of_type(wf, "FiffDepthLoader")
     assert [source_of(wf, est, n)[0]["type"] for n in ("model", "vae", "conditioning")] == \

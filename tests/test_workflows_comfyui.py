@@ -3,14 +3,17 @@
 A headless server's ``/object_info`` confirms the pack schemas (as ``pack_schemas.py`` records them) and every core
 node's slots and widgets; workflows 2-5 pass the server's ``/prompt`` validation with placeholder model files;
 workflows 1 and 4 (video, temporal = stabilize) run end to end on a tiny checkpoint and their 16-bit PNGs decode to
-the standalone predictor's depth. With
-Chromium installed too, ComfyUI's own frontend loads every workflow and saves it back unchanged, and its
-``graphToPrompt`` gives the same prompt as ``workflow_api.ui_to_api``.
+the standalone predictor's depth. With Chromium installed too, ComfyUI's own frontend loads every workflow and
+saves it back meaning the same (``workflow_format.differences``), and its ``graphToPrompt`` gives the same prompt
+as ``workflow_api.ui_to_api``: both the frontend ComfyUI pins and the newest ``comfyui-frontend-package``
+(``COMFYUI_FRONTEND_ROOT``, a prepared ``static`` folder, or else installed from the package registry into a
+scratch folder), which a second server runs with ``--front-end-root``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -20,7 +23,6 @@ import pytest
 from bundled_workflows import (
     LOADERS,
     NAMES,
-    by_id,
     check_widget_value,
     linked_widgets,
     load,
@@ -40,6 +42,7 @@ from workflow_api import (
     widget_layout,
     widget_values,
 )
+from workflow_format import differences, format_problems
 
 pytestmark = [pytest.mark.comfyui, requires_comfyui]
 
@@ -105,13 +108,12 @@ def write_tiny_checkpoint(path: Path, scratch: Path) -> None:
     export_bundle(path, backbone.unet, backbone.vae, backbone.empty_embed)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A headless ComfyUI with a tiny FiffDepth checkpoint under the name the workflows use, empty placeholder files
-    for every other model they name, and the loaders' input files."""
+def prepare_base(base: Path) -> tuple[np.ndarray, Path]:
+    """A ComfyUI base directory with a tiny FiffDepth checkpoint under the name the workflows use, empty placeholder
+    files for every other model they name, the loaders' input files and quiet frontend settings. Returns the input
+    image's pixels and the checkpoint's path."""
     from frontend import write_quiet_settings
 
-    base = tmp_path_factory.mktemp("comfy_workflows")
     for name in NAMES:
         for node in load(name)["nodes"]:
             if node["type"] in LOADERS and node["type"] != "FiffDepthLoader":
@@ -122,9 +124,47 @@ def server(tmp_path_factory):
     write_tiny_checkpoint(base / "models" / "fiffdepth" / checkpoint, base / "tiny_diffusers")
     pixels = write_inputs(base / "input")
     write_quiet_settings(base)
+    return pixels, base / "models" / "fiffdepth" / checkpoint
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A headless ComfyUI (its pinned frontend) on a base directory made by ``prepare_base``."""
+    base = tmp_path_factory.mktemp("comfy_workflows")
+    pixels, checkpoint = prepare_base(base)
     with comfy_server(base) as url:
-        yield {"url": url, "base": base, "info": object_info(url), "pixels": pixels,
-               "checkpoint": base / "models" / "fiffdepth" / checkpoint}
+        yield {"url": url, "base": base, "info": object_info(url), "pixels": pixels, "checkpoint": checkpoint}
+
+
+@pytest.fixture(scope="module")
+def newest_frontend(tmp_path_factory) -> Path:
+    """The newest ``comfyui-frontend-package``'s static folder: ``COMFYUI_FRONTEND_ROOT`` when set (a prepared
+    folder, for machines without the package registry), else installed from the registry into a scratch folder."""
+    import frontend
+
+    root = os.environ.get("COMFYUI_FRONTEND_ROOT")
+    if root:
+        return Path(root)
+    try:
+        return frontend.install_frontend_package(tmp_path_factory.mktemp("frontend"))[1]
+    except RuntimeError as err:
+        pytest.skip(f"the newest frontend could not be installed (set COMFYUI_FRONTEND_ROOT): {err}")
+
+
+@pytest.fixture(scope="module", params=["pinned", "newest"])
+def frontend_server(request, server, tmp_path_factory):
+    """``server`` with the frontend ComfyUI pins, or a second server of the same ComfyUI started with
+    ``--front-end-root`` on the newest frontend package."""
+    if request.param == "pinned":
+        with urllib.request.urlopen(server["url"] + "/system_stats", timeout=10) as response:
+            pinned = json.loads(response.read())["system"]["required_frontend_version"]
+        yield {**server, "expect": pinned}
+        return
+    root = request.getfixturevalue("newest_frontend")
+    base = tmp_path_factory.mktemp("comfy_newest_frontend")
+    prepare_base(base)
+    with comfy_server(base, front_end_root=root) as url:
+        yield {"url": url, "info": object_info(url), "expect": None}
 
 
 def test_pack_schemas_agree_with_object_info(server, pack_info):
@@ -289,36 +329,38 @@ def test_workflows_take_a_newer_core_widget(server):
     _drain(url)
 
 
-def test_frontend_loads_and_saves_workflows_unchanged(server):
+def test_frontend_loads_and_saves_workflows_unchanged(frontend_server):
+    """Each frontend (pinned, newest) loads every workflow with no missing node, its ``graphToPrompt`` gives the
+    prompt ``workflow_api.ui_to_api`` gives, and what it saves is well formed and means the same as the file."""
     import frontend
 
     if frontend.chromium_path() is None:
         pytest.skip("no chromium on PATH (apt-get install chromium) for the frontend round trip")
+    info = frontend_server["info"]
 
     async def round_trip():
         results = {}
         async with frontend.browser_page() as page:
-            await frontend.open_app(page, server["url"])
+            await frontend.open_app(page, frontend_server["url"])
+            version = await frontend.frontend_version(page)
             page.console.clear()
             for name in NAMES:
                 report = await frontend.load_workflow(page, load(name))
                 results[name] = (report, await frontend.graph_to_prompt(page))
-            return results, list(page.console)
+            return version, results, frontend.console_problems(page.console)
 
-    results, console = frontend.run(round_trip())
+    version, results, problems = frontend.run(round_trip())
+    assert version and version == (frontend_server["expect"] or version)
     for name, (report, saved) in results.items():
         original = load(name)
-        assert report["missing"] == [] and report["count"] == len(original["nodes"]), name
-        ours = ui_to_api(original, server["info"])
-        assert set(saved["output"]) == set(ours), name
+        assert report["missing"] == [] and report["count"] == len(original["nodes"]), (version, name)
+        ours = ui_to_api(original, info)
+        assert set(saved["output"]) == set(ours), (version, name)
         for key, node in saved["output"].items():  # the frontend's own preview widgets (video-preview) ride along
-            declared = {n for n, _, _ in ordered_inputs(server["info"][node["class_type"]])}  # and are ignored
+            declared = {n for n, _, _ in ordered_inputs(info[node["class_type"]])}  # and are ignored
             theirs = {k: v for k, v in node["inputs"].items() if k in declared}
-            assert (node["class_type"], theirs) == (ours[key]["class_type"], ours[key]["inputs"]), (name, key)
-        again = by_id(saved["workflow"])
-        for node in original["nodes"]:
-            for key in ("inputs", "outputs", "widgets_values", "pos", "size"):
-                assert again[node["id"]].get(key) == node.get(key), f"{name}: node {node['id']} {key} changed"
-        assert sorted(map(tuple, saved["workflow"]["links"])) == sorted(map(tuple, original["links"])), name
-    problems = [text for kind, text in console if kind in ("error", "exception", "assert")]
-    assert not problems, problems
+            assert (node["class_type"], theirs) == (ours[key]["class_type"], ours[key]["inputs"]), (version, name, key)
+        assert format_problems(saved["workflow"]) == [], (version, name)
+        assert differences(original, saved["workflow"]) == [], (version, name)
+        assert ui_to_api(saved["workflow"], info) == ours, (version, name)
+    assert not problems, (version, problems)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import asynccontextmanager
@@ -141,12 +143,24 @@ async def browser_page(width: int = 1600, height: int = 1000, scale: float = 1.0
 APP = "window.comfyAPI.app.app"
 
 
+# The Vue canvas store gets the canvas a few frames after ``app.canvas`` exists (both 1.27 and 1.5x); a workflow
+# loaded in between makes the frontend throw "getCanvas: canvas is null". Frontends without that store pass.
+CANVAS_STORE_READY = """(() => {
+    const host = [...document.querySelectorAll('body *')].find(e => e.__vue_app__);
+    const pinia = host && host.__vue_app__.config.globalProperties.$pinia;
+    const store = pinia && pinia._s.get('canvas');
+    return !store || !!store.canvas;
+})()"""
+
+
 async def open_app(page: Page, url: str, timeout: float = 90.0) -> None:
-    """Navigate to a ComfyUI server and wait until its frontend has its node definitions and an empty graph."""
+    """Navigate to a ComfyUI server and wait until its frontend has its node definitions, its canvas and an empty
+    graph."""
     await page.call("Page.navigate", url=url)
     await page.wait_for(f"!!(window.comfyAPI && window.comfyAPI.app && {APP}.graph && {APP}.canvas && "
                         "window.LiteGraph && Object.keys(window.LiteGraph.registered_node_types).length > 100)",
                         timeout=timeout)
+    await page.wait_for(CANVAS_STORE_READY, timeout=timeout)
     await page.js(f"{APP}.graph.clear()")
 
 
@@ -174,6 +188,40 @@ async def graph_to_prompt(page: Page) -> dict:
     """The frontend's own ``graphToPrompt``: ``{"workflow": saved UI json, "output": API prompt}``."""
     return await page.js(f"(async () => {{ const p = await {APP}.graphToPrompt(); "
                          "return JSON.parse(JSON.stringify({workflow: p.workflow, output: p.output})); })()")
+
+
+async def frontend_version(page: Page) -> str:
+    """The version of the frontend the page runs (as its own ``window.__COMFYUI_FRONTEND_VERSION__`` says)."""
+    return await page.js("window.__COMFYUI_FRONTEND_VERSION__ || ''")
+
+
+# Console lines that come from running a newer frontend against an older server, not from a workflow: frontends
+# 1.5x ask ComfyUI for /api/jobs, a route ComfyUI 0.3.64 does not have.
+HOST_NOISE = re.compile(r"Jobs API|Failed to fetch jobs: 404|/api/jobs")
+
+
+def console_problems(console: list[tuple[str, str]]) -> list[str]:
+    """The page's errors and uncaught exceptions, less ``HOST_NOISE``."""
+    return [text for kind, text in console if kind in ("error", "exception", "assert") and not HOST_NOISE.search(text)]
+
+
+def install_frontend_package(dest: Path, version: str | None = None) -> tuple[str, Path]:
+    """``pip install --no-deps --target dest comfyui-frontend-package[==version]`` (the newest when ``version`` is
+    None) with this Python; returns (version, the package's ``static`` folder for ``--front-end-root``).
+
+    The wheel has no dependencies and is only unpacked into ``dest``: nothing of the running environment changes.
+    Raises ``RuntimeError`` with pip's last lines when the package registry cannot be reached.
+    """
+    spec = "comfyui-frontend-package" + (f"=={version}" if version else "")
+    dest = Path(dest)
+    argv = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check",
+            "--upgrade", "--target", str(dest), spec]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"pip could not install {spec}: {(result.stdout + result.stderr).strip()[-1500:]}")
+    (dist,) = dest.glob("comfyui_frontend_package-*.dist-info")
+    installed = dist.name[len("comfyui_frontend_package-"):-len(".dist-info")]
+    return installed, dest / "comfyui_frontend_package" / "static"
 
 
 def run(coroutine):
