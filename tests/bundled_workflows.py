@@ -18,8 +18,8 @@ BUNDLED = "bundled"
 # Where a workflow comes from: the shipped file, or its export by one frontend version (oldest first).
 SOURCES = (BUNDLED, *sorted((p.name for p in EXPORT_DIR.iterdir() if p.is_dir()),
                             key=lambda v: tuple(int(x) for x in v.split("."))))
-NAMES = ("fiffdepth_1_image_to_depth", "fiffdepth_2_controlnet_sd15", "fiffdepth_3_controlnet_sdxl",
-         "fiffdepth_4_video_depth", "fiffdepth_5_core_loaders", "fiffdepth_6_video_controlnet_wan")
+NAMES = ("FiffDepth 1 - Image to depth", "FiffDepth 2 - SD1.5 ControlNet", "FiffDepth 3 - SDXL ControlNet",
+         "FiffDepth 4 - Video to depth", "FiffDepth 5 - Core loaders", "FiffDepth 6 - Wan VACE video")
 PACK_NODES = frozenset({"FiffDepthLoader", "FiffDepthEstimate", "FiffDepthSave", "FiffDepthColorize",
                         "FiffDepthDepthLatent"})
 CORE_NODES = frozenset({

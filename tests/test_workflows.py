@@ -54,13 +54,24 @@ def workflow(request):
 
 
 def test_templates_and_thumbnails_are_all_there():
+    """ComfyUI serves the whole folder: nothing but the templates and their thumbnails. Template browsers title a
+    pack's template with its file name and list them in the server's order (sorted by name in newer ComfyUI), so the
+    names are titles, numbered in the order they are meant to be read."""
+    import numpy as np
     from PIL import Image
 
-    assert sorted(p.stem for p in WORKFLOW_DIR.glob("*.json")) == sorted(NAMES), \
-        "ComfyUI serves every .json in workflows/ as a template: keep other JSON elsewhere"
+    assert sorted(p.name for p in WORKFLOW_DIR.iterdir()) == sorted(f"{n}{ext}" for n in NAMES
+                                                                     for ext in (".json", ".jpg")), \
+        "workflows/ is served as templates: keep everything else (tools, other JSON, caches) elsewhere"
+    assert list(NAMES) == sorted(NAMES)
+    assert all(name.startswith(f"FiffDepth {i} - ") and len(name) <= 31 for i, name in enumerate(NAMES, 1)), NAMES
     for name in NAMES:
         with Image.open(WORKFLOW_DIR / f"{name}.jpg") as thumb:
-            assert thumb.format == "JPEG" and min(thumb.size) >= 256, (name, thumb.format, thumb.size)
+            assert thumb.format == "JPEG" and thumb.size == (512, 512), (name, thumb.format, thumb.size)
+            # Frontends 1.5x lay a "Node graph" badge over the top-left corner (measured: x 16-200, y 8-56 of
+            # 512): the whole top strip stays plain (JPEG noise only).
+            strip = np.asarray(thumb.convert("RGB"), dtype=np.int16)[:64]
+        assert (strip.max(axis=(0, 1)) - strip.min(axis=(0, 1))).max() <= 12, f"{name}: the top strip is not plain"
 
 
 def test_exports_of_every_frontend_are_there():

@@ -364,3 +364,41 @@ def test_frontend_loads_and_saves_workflows_unchanged(frontend_server):
         assert differences(original, saved["workflow"]) == [], (version, name)
         assert ui_to_api(saved["workflow"], info) == ours, (version, name)
     assert not problems, (version, problems)
+
+
+def test_templates_are_served(server):
+    """``/workflow_templates`` lists exactly the six templates; each JSON and thumbnail is served."""
+    from urllib.parse import quote
+
+    with urllib.request.urlopen(server["url"] + "/workflow_templates", timeout=10) as response:
+        listed = json.loads(response.read())["fiffdepth"]
+    assert sorted(listed) == sorted(NAMES)
+    for name in NAMES:
+        for ext in (".json", ".jpg"):
+            with urllib.request.urlopen(f"{server['url']}/api/workflow_templates/fiffdepth/{quote(name + ext)}",
+                                        timeout=10) as response:
+                assert response.status == 200 and response.read(), (name, ext)
+
+
+def test_template_browser_shows_titled_cards(frontend_server):
+    """In each frontend's template browser the pack's cards carry the human titles in the server's order, every
+    thumbnail loads, and nothing the frontend lays over a thumbnail covers more than its plain top strip."""
+    import frontend
+    from template_browser import read_browser
+
+    if frontend.chromium_path() is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium) for the template browser")
+    with urllib.request.urlopen(frontend_server["url"] + "/workflow_templates", timeout=10) as response:
+        listed = json.loads(response.read())["fiffdepth"]
+
+    async def browse():
+        async with frontend.browser_page(1600, 1000) as page:
+            await frontend.open_app(page, frontend_server["url"])
+            return await frontend.frontend_version(page), await read_browser(page, "fiffdepth", listed)
+
+    version, cards = frontend.run(browse())
+    assert [card["title"] for card in cards] == listed, version  # the server's order; newer servers sort by name
+    for card in cards:
+        assert card["loaded"] and card["natural"] == [512, 512], (version, card)
+        for overlay in card["overlays"]:
+            assert overlay["y1"] <= 64, (version, card["title"], overlay)  # the strip test_workflows.py keeps plain

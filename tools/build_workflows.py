@@ -416,12 +416,12 @@ def core_loaders(info: dict) -> dict:
 
 
 BUILDERS = {
-    "fiffdepth_1_image_to_depth": image_to_depth,
-    "fiffdepth_2_controlnet_sd15": lambda info: controlnet_workflow(info, sdxl=False),
-    "fiffdepth_3_controlnet_sdxl": lambda info: controlnet_workflow(info, sdxl=True),
-    "fiffdepth_4_video_depth": video_depth,
-    "fiffdepth_5_core_loaders": core_loaders,
-    "fiffdepth_6_video_controlnet_wan": lambda info: wan_workflow.video_controlnet_wan(info, sys.modules[__name__]),
+    "FiffDepth 1 - Image to depth": image_to_depth,
+    "FiffDepth 2 - SD1.5 ControlNet": lambda info: controlnet_workflow(info, sdxl=False),
+    "FiffDepth 3 - SDXL ControlNet": lambda info: controlnet_workflow(info, sdxl=True),
+    "FiffDepth 4 - Video to depth": video_depth,
+    "FiffDepth 5 - Core loaders": core_loaders,
+    "FiffDepth 6 - Wan VACE video": lambda info: wan_workflow.video_controlnet_wan(info, sys.modules[__name__]),
 }
 
 

@@ -1,5 +1,5 @@
-"""Template thumbnails (``workflows/<name>.jpg``): a title band over a real screenshot of the workflow as ComfyUI's
-own frontend draws it.
+"""Template thumbnails (``workflows/<name>.jpg``): a real screenshot of the workflow as ComfyUI's own frontend draws
+it, above a title band, under a plain strip that newer template browsers cover with a badge.
 
 A headless ComfyUI (COMFYUI_PATH, this pack linked in, loopback only) serves the frontend; Debian's ``chromium``
 runs headless with no network beyond 127.0.0.1 and loads each workflow the way the template browser does. The
@@ -33,15 +33,16 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 PROJECT = WORKFLOWS.parent
 
 SIZE = 512
-BAND = 118
+BAND = 118  # the title band at the bottom
+TOP = 72  # plain strip on top: newer template browsers cover the top-left corner with a badge
 BACKGROUND = (32, 32, 32)
 TITLES = {
-    "fiffdepth_1_image_to_depth": ("Image → depth", "detailed + filtered passes · 16-bit PNG"),
-    "fiffdepth_2_controlnet_sd15": ("Depth → SD 1.5 ControlNet", "FiffDepth map drives a depth ControlNet"),
-    "fiffdepth_3_controlnet_sdxl": ("Depth → SDXL ControlNet", "FiffDepth map drives an SDXL depth ControlNet"),
-    "fiffdepth_4_video_depth": ("Video → depth frames", "stabilized over time · no flicker"),
-    "fiffdepth_5_core_loaders": ("Core loaders", "UNET + VAE loaders · LotusConditioning"),
-    "fiffdepth_6_video_controlnet_wan": ("Video → Wan VACE", "steady depth video guides Wan 2.1 VACE"),
+    "FiffDepth 1 - Image to depth": ("Image → depth", "detailed + filtered passes · 16-bit PNG"),
+    "FiffDepth 2 - SD1.5 ControlNet": ("Depth → SD 1.5 ControlNet", "FiffDepth map drives a depth ControlNet"),
+    "FiffDepth 3 - SDXL ControlNet": ("Depth → SDXL ControlNet", "FiffDepth map drives an SDXL depth ControlNet"),
+    "FiffDepth 4 - Video to depth": ("Video → depth frames", "stabilized over time · no flicker"),
+    "FiffDepth 5 - Core loaders": ("Core loaders", "UNET + VAE loaders · LotusConditioning"),
+    "FiffDepth 6 - Wan VACE video": ("Video → Wan VACE", "steady depth video guides Wan 2.1 VACE"),
 }
 VIEW = {"width": 2200, "height": 1500, "margin": 20}
 
@@ -120,21 +121,26 @@ def _font(size: int, bold: bool = False):
 
 
 def compose(shot: Image.Image, title: str, subtitle: str) -> Image.Image:
-    """512 x 512: a title band, then the screenshot fitted below it."""
+    """512 x 512: an empty strip on top (``TOP``), the screenshot fitted below it, and the title band at the bottom.
+
+    The strip stays plain because newer template browsers (frontend 1.5x) lay a "Node graph" badge over the
+    thumbnail's top-left corner; the card's own title (the file name) sits under the thumbnail.
+    """
     card = Image.new("RGB", (SIZE, SIZE), BACKGROUND)
     draw = ImageDraw.Draw(card)
-    draw.rectangle([0, 0, SIZE, BAND], fill=(24, 40, 56))
-    draw.text((22, 14), "FiffDepth", font=_font(20, bold=True), fill=(120, 190, 255))
+    band_top = SIZE - BAND
+    draw.rectangle([0, band_top, SIZE, SIZE], fill=(24, 40, 56))
+    draw.text((22, band_top + 12), "FiffDepth", font=_font(20, bold=True), fill=(120, 190, 255))
     size = 34
     while size > 18 and draw.textlength(title, font=_font(size, bold=True)) > SIZE - 44:
         size -= 1
-    draw.text((22, 40 + (34 - size) // 2), title, font=_font(size, bold=True), fill=(245, 245, 245))
-    draw.text((22, 84), subtitle, font=_font(18), fill=(185, 195, 205))
-    room_w, room_h = SIZE - 16, SIZE - BAND - 16
+    draw.text((22, band_top + 38 + (34 - size) // 2), title, font=_font(size, bold=True), fill=(245, 245, 245))
+    draw.text((22, band_top + 82), subtitle, font=_font(18), fill=(185, 195, 205))
+    room_w, room_h = SIZE - 16, band_top - TOP - 8
     scale = min(room_w / shot.width, room_h / shot.height)
     fitted = shot.resize((max(1, round(shot.width * scale)), max(1, round(shot.height * scale))),
                          Image.Resampling.LANCZOS)
-    card.paste(fitted, ((SIZE - fitted.width) // 2, BAND + 8 + (room_h - fitted.height) // 2))
+    card.paste(fitted, ((SIZE - fitted.width) // 2, TOP + (room_h - fitted.height) // 2))
     return card
 
 
