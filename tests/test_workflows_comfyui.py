@@ -204,6 +204,11 @@ def test_every_node_matches_object_info(server, name):
 
 
 def test_image_workflow_runs_end_to_end(server):
+    run_image_workflow(server)
+
+
+def run_image_workflow(server: dict) -> None:
+    """Workflow 1 through ``/prompt``: both saved 16-bit PNGs equal the standalone predictor's depth."""
     import torch
     from PIL import Image
 
@@ -402,3 +407,35 @@ def test_template_browser_shows_titled_cards(frontend_server):
         assert card["loaded"] and card["natural"] == [512, 512], (version, card)
         for overlay in card["overlays"]:
             assert overlay["y1"] <= 64, (version, card["title"], overlay)  # the strip test_workflows.py keeps plain
+
+
+def test_registry_package_installs_and_runs(tmp_path):
+    """The registry zip (``comfy node pack`` where comfy-cli is installed, else built the same way by
+    ``tools/registry_package.py``) unpacked into a fresh ``custom_nodes/``: ComfyUI lists the nodes and the
+    templates, and workflow 1 runs."""
+    import importlib.util
+    import zipfile
+
+    from registry_package import build, comfy_cli, comfy_node_pack, copy_repository
+
+    if comfy_cli():
+        package = comfy_node_pack(copy_repository(tmp_path / "repo"), comfy_cli())
+    elif importlib.util.find_spec("pathspec"):
+        build(package := tmp_path / "node.zip")
+    else:
+        pytest.skip("neither comfy-cli (COMFY_CLI) nor pathspec is installed to build the registry package")
+    print(f"registry package: {package.stat().st_size} bytes")
+    base = tmp_path / "comfy"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(base / "custom_nodes" / "fiffdepth")
+    assert not (base / "custom_nodes" / "fiffdepth" / "tests").exists()
+    pixels, checkpoint = prepare_base(base)
+    with comfy_server(base, pack=None) as url:
+        info = object_info(url)
+        assert {"FiffDepthLoader", "FiffDepthEstimate", "FiffDepthSave", "FiffDepthColorize",
+                "FiffDepthDepthLatent"} <= set(info)
+        log = (base / "server.log").read_text()
+        assert not [line for line in log.splitlines() if "IMPORT FAILED" in line and "fiffdepth" in line], log[-3000:]
+        with urllib.request.urlopen(url + "/workflow_templates", timeout=10) as response:
+            assert sorted(json.loads(response.read())["fiffdepth"]) == sorted(NAMES)
+        run_image_workflow({"url": url, "base": base, "info": info, "pixels": pixels, "checkpoint": checkpoint})
