@@ -104,10 +104,17 @@ def test_missing_checkpoint_message_reaches_the_api_response(host):
         http_json(url + "/sdapi/v1/options", {"fiffdepth_checkpoint": "(first found)"})
 
 
+def test_forge_loads_the_model_once_for_both_preprocessors(host):
+    name, _, _, log_path = host
+    if name != "forge":
+        pytest.skip("Forge prints one 'K-Model Created' line per UnetPatcher; A1111 has no such trace")
+    assert log_path.read_text().count("K-Model Created") == 1
+
+
 def test_settings_are_set_through_the_api_but_not_listed(host):
     """What docs/webui-api.md says: POST /sdapi/v1/options sets the FiffDepth keys (saved in the data dir's
     config.json, used by the next run); GET /sdapi/v1/options does not list them (its reply model is built before
-    extensions add options)."""
+    extensions add options). After the test above: a changed setting loads the model again."""
     import json
 
     _, url, _, log_path = host
@@ -130,13 +137,6 @@ def test_settings_are_set_through_the_api_but_not_listed(host):
     finally:
         http_json(url + "/sdapi/v1/options", {"fiffdepth_checkpoint": "(first found)", "fiffdepth_precision": "auto",
                                               "fiffdepth_family": "auto"})
-
-
-def test_forge_loads_the_model_once_for_both_preprocessors(host):
-    name, _, _, log_path = host
-    if name != "forge":
-        pytest.skip("Forge prints one 'K-Model Created' line per UnetPatcher; A1111 has no such trace")
-    assert log_path.read_text().count("K-Model Created") == 1
 
 
 def assert_within_rounding(out: dict, passes) -> None:
