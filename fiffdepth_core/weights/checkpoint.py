@@ -43,12 +43,14 @@ from .layout import (
 )
 from .sd2_configs import SD2_UNET_CONFIG, SD2_VAE_CONFIG
 from .text_embed import (
+    CONSTANT_WIDTH,
     EMBED_FILE,
     EMBED_KEY,
     cache_embedding,
     checked_embedding,
     compute_empty_embedding,
     read_embedding,
+    sd2_constant,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ LAYOUT_LINES = (
     "  - a diffusers pipeline folder: model_index.json, unet/{config.json, diffusion_pytorch_model.safetensors},",
     "    vae/{config.json, diffusion_pytorch_model.safetensors}, and text_encoder/ + tokenizer/ or " + EMBED_FILE,
     f"  - a folder with unet.safetensors, vae.safetensors and {EMBED_FILE}",
-    "  - a single .safetensors bundle with unet.*, vae.* and empty_text_embed tensors")
+    "  - a single .safetensors bundle with unet.*, vae.* and empty_text_embed tensors",
+    f"(SD2-width UNets, cross_attention_dim {CONSTANT_WIDTH}, may leave the embedding out: FiffDepth ships SD2's)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class CheckpointInfo:
     family: Family = FIFFDEPTH  # how the UNet pass runs and is read (detected, or as asked)
     scheduler_config: dict | None = None
     model_index: dict | None = None
+    embed_constant: bool = False  # no embedding of its own: the shipped SD2 one (text_embed.sd2_constant)
 
     @property
     def latent_scale(self) -> float:
@@ -167,11 +171,11 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
     has_text = (text_dir / "config.json").is_file() and (
         find_weights(text_dir, "model") or find_weights(text_dir, "pytorch_model")) is not None
     has_tok = (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file()
-    if not embed.is_file() and not (has_text and has_tok):
+    constant = not embed.is_file() and not (has_text and has_tok)
+    if constant and not _fits_constant(configs.get("unet")):
         problems.append(f"missing the empty-prompt embedding: neither {EMBED_FILE} nor a complete text_encoder/ "
                         "(config.json + model.safetensors) and tokenizer/ (vocab.json + merges.txt)" +
-                        (" (GenPercept publishes none: copy text_encoder/ and tokenizer/ from "
-                         "stabilityai/stable-diffusion-2-1 into this folder)" if unet_dir.name != "unet" else ""))
+                        _constant_hint(configs.get("unet")))
     if problems:
         raise _incomplete(path, problems)
     optional = {name: read_json(path / name) if (path / name).is_file() else None
@@ -180,7 +184,24 @@ def _inspect_diffusers(path: Path) -> CheckpointInfo:
                           embed if embed.is_file() else None,
                           text_dir if has_text else None, tok_dir if has_tok else None,
                           scheduler_config=optional["scheduler/scheduler_config.json"],
-                          model_index=optional["model_index.json"])
+                          model_index=optional["model_index.json"], embed_constant=constant)
+
+
+def _fits_constant(unet_config: dict | None) -> bool:
+    """Whether the shipped SD2 embedding fits this UNet's cross-attention (unknown config: let the caller decide)."""
+    return unet_config is None or unet_config.get("cross_attention_dim", 1280) == CONSTANT_WIDTH  # diffusers: 1280
+
+
+def _context_width(path: Path, keys: list[str], prefix: str) -> int | None:
+    """The cross-attention width of a UNet's weights (from a key's shape: a missing config may not be trusted)."""
+    key = next((k for k in keys if k.startswith(prefix) and k.endswith("attn2.to_k.weight")), None)
+    return None if key is None else int(read_safetensors_header(path, key)[2][1])
+
+
+def _constant_hint(unet_config: dict | None) -> str:
+    width = (unet_config or {}).get("cross_attention_dim")
+    return (f" (the SD2 embedding FiffDepth ships fits cross_attention_dim {CONSTANT_WIDTH} only; this UNet's is "
+            f"{width})" if width is not None else "")
 
 
 def _config_from(metadata: dict, key: str, sidecar: Path | None, default: dict, conv_in_shape) -> dict:
@@ -217,28 +238,33 @@ def _inspect_bundle(path: Path) -> CheckpointInfo:
     keys, metadata, conv_in = read_safetensors_header(path, "unet.conv_in.weight")
     _check_keys(keys, "unet.", path, "unet")
     _check_keys(keys, "vae.", path, "vae")
-    if EMBED_KEY not in keys:
-        raise CheckpointError(f"{path}: the bundle holds no `{EMBED_KEY}` tensor, and a single file carries no "
-                              "text encoder to compute it from")
     unet_cfg = _config_from(metadata, "unet_config", None, SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(metadata, "vae_config", None, SD2_VAE_CONFIG, None)
+    constant = EMBED_KEY not in keys
+    if constant and not _fits_constant({"cross_attention_dim": _context_width(path, keys, "unet.")}):
+        raise CheckpointError(f"{path}: the bundle holds no `{EMBED_KEY}` tensor, and a single file carries no "
+                              f"text encoder to compute it from{_constant_hint(unet_cfg)}")
     return CheckpointInfo(path, "bundle", unet_cfg, vae_cfg, {"unet": path, "vae": path},
-                          model_index=_exported_index(metadata))
+                          model_index=_exported_index(metadata), embed_constant=constant)
 
 
 def _inspect_single_files(path: Path) -> CheckpointInfo:
-    problems = [f"missing {name}" for name in ("vae.safetensors", EMBED_FILE) if not (path / name).is_file()]
-    if problems:
-        raise _incomplete(path, problems)
+    if not (path / "vae.safetensors").is_file():
+        raise _incomplete(path, ["missing vae.safetensors"])
     unet_keys, unet_meta, conv_in = read_safetensors_header(path / "unet.safetensors", "conv_in.weight")
     vae_keys, vae_meta, _ = read_safetensors_header(path / "vae.safetensors")
     _check_keys(unet_keys, "", path / "unet.safetensors", "unet")
     _check_keys(vae_keys, "", path / "vae.safetensors", "vae")
     unet_cfg = _config_from(unet_meta, "config", path / "unet_config.json", SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(vae_meta, "config", path / "vae_config.json", SD2_VAE_CONFIG, None)
+    constant = not (path / EMBED_FILE).is_file()
+    if constant and not _fits_constant({"cross_attention_dim": _context_width(path / "unet.safetensors", unet_keys,
+                                                                              "")}):
+        raise _incomplete(path, [f"missing {EMBED_FILE}{_constant_hint(unet_cfg)}"])
     return CheckpointInfo(path, "single_files", unet_cfg, vae_cfg,
-                          {"unet": path / "unet.safetensors", "vae": path / "vae.safetensors"}, path / EMBED_FILE,
-                          model_index=_exported_index(unet_meta))
+                          {"unet": path / "unet.safetensors", "vae": path / "vae.safetensors"},
+                          None if constant else path / EMBED_FILE, model_index=_exported_index(unet_meta),
+                          embed_constant=constant)
 
 
 def _exported_index(metadata: dict) -> dict | None:
@@ -257,7 +283,10 @@ def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
 
 
 def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
-    """The cached empty-prompt embedding ``[1, T, D]``, computing and caching it on first use."""
+    """The checkpoint's empty-prompt embedding ``[1, T, D]`` (cached, or computed from its text encoder and cached on
+    first use), or, when it has neither, the SD2 embedding shipped with FiffDepth."""
+    if info.embed_constant:
+        return sd2_constant()
     if info.layout == "bundle":
         from safetensors import safe_open
 
@@ -351,7 +380,8 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
 def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
     """Checkpoint names under ``root`` (relative paths, '/'-separated): diffusers folders (and, in a GenPercept
     folder holding several UNets, each ``unet_*`` folder), folders of single files, and ``.safetensors`` bundles
-    (files whose header holds ``unet.`` and ``vae.`` tensors)."""
+    (files whose header holds ``unet.`` and ``vae.`` tensors). Hidden entries (names starting with a dot, such as
+    the staging folder of downloads in progress) are never listed."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -364,6 +394,8 @@ def find_checkpoints(root: str | Path, max_depth: int = 2) -> list[str]:
             log.warning("cannot list %s: %s", folder, err)
             return
         for entry in entries:
+            if entry.name.startswith("."):  # hidden: partial downloads (.fiffdepth-downloads), caches
+                continue
             name = entry.relative_to(root).as_posix()
             if entry.is_dir():
                 if (entry / "model_index.json").is_file() or (entry / "unet" / "config.json").is_file() \

@@ -3,6 +3,12 @@
 FiffDepth conditions every UNet call on this constant. It is computed once from the checkpoint's own text
 encoder and tokenizer and cached beside the weights as ``empty_text_embed.safetensors``, so later loads
 need neither the text encoder nor transformers.
+
+Every family the pack runs conditions on the same embedding of SD2's OpenCLIP-H text encoder, ``[1, 2, 1024]``, so
+the package ships it (:func:`sd2_constant`): a checkpoint with neither a cached embedding nor a text encoder (every
+download from the catalogue) uses it. The values are that encoder's output rounded to fp16 (ComfyUI core inlines the
+same numbers in its ``LotusConditioning`` node); what the rounding does to depth is measured in ``docs/models.md``.
+A checkpoint's own embedding, cached or computed, always wins.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ log = logging.getLogger(__name__)
 
 EMBED_FILE = "empty_text_embed.safetensors"
 EMBED_KEY = "empty_text_embed"
+CONSTANT_FILE = "sd2_empty_prompt.safetensors"  # package data, beside this module in data/
+CONSTANT_WIDTH = 1024  # SD2's cross-attention width: the constant fits UNets with this cross_attention_dim
+_constant_logged = False
 
 
 def compute_empty_embedding(text_encoder_dir: str | Path, tokenizer_dir: str | Path) -> torch.Tensor:
@@ -54,6 +63,22 @@ def read_embedding(path: str | Path) -> torch.Tensor:
     if EMBED_KEY not in tensors:
         raise ValueError(f"{path} holds no `{EMBED_KEY}` tensor (found keys {sorted(tensors)[:5]})")
     return checked_embedding(tensors[EMBED_KEY], path)
+
+
+def sd2_constant() -> torch.Tensor:
+    """The shipped SD2 empty-prompt embedding, float32 ``[1, 2, 1024]`` (logged once per process)."""
+    global _constant_logged
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    data = resources.files(__package__).joinpath("data", CONSTANT_FILE).read_bytes()
+    embed = checked_embedding(load(data)[EMBED_KEY], CONSTANT_FILE)
+    if not _constant_logged:
+        _constant_logged = True
+        log.info("the checkpoint has no empty-prompt embedding and no text encoder: using the SD2 embedding shipped "
+                 "with FiffDepth (fp16-rounded, docs/models.md)")
+    return embed
 
 
 def checked_embedding(embed: torch.Tensor, where) -> torch.Tensor:
