@@ -1,4 +1,6 @@
-"""Command line: ``fiffdepth predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH`` (or ``python -m fiffdepth_core``).
+"""Command line: ``fiffdepth predict IMAGE_VIDEO_OR_FOLDER... --checkpoint PATH_OR_MODEL`` (or ``python -m
+fiffdepth_core``), plus ``models`` and ``download`` for the catalogue of public models
+(:mod:`fiffdepth_core.app.models_cli`).
 
 Images of different sizes may be mixed: consecutive images of the same size are batched together; background
 workers decode the next images while the model runs. Videos stream through :mod:`fiffdepth_core.app.video_cli`.
@@ -16,6 +18,7 @@ import argparse
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -44,6 +47,7 @@ from .outputs import (
     write_skipped_summary,
     written_here,
 )
+from .models_cli import resolve_checkpoint, run_download, run_models
 from .parallel import ProcessGroup, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
 from .video import is_video, list_videos, probe_video
@@ -206,8 +210,10 @@ def _run_predict(args, group: ProcessGroup) -> int:
     from ..weights.checkpoint import load_standalone
 
     channels_last = args.channels_last == "on" or (args.channels_last == "auto" and device.type == "cuda")
-    backbone = load_standalone(args.checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype,
-                               channels_last=channels_last, family=args.family)
+    checkpoint, family = resolve_checkpoint(args.checkpoint, args.family, args.models_dir,
+                                            args.quiet or not processes.is_main)
+    backbone = load_standalone(checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype,
+                               channels_last=channels_last, family=family)
     if args.compile:
         backbone.compile()
     log.info("loaded %s (%s) on %s (UNet %s, VAE %s)", args.checkpoint, backbone.family.title, device, unet_dtype,
@@ -303,12 +309,16 @@ def main(argv: list[str] | None = None, prog: str = "fiffdepth") -> int:
     error, 130 when interrupted). ``prog``: how the user started it, for usage lines."""
     args = parse_args(build_parser(prog), argv)
     setup_logging(args.quiet)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # downloads show one bar of ours, not one per file
     try:
         check_args(args)
         with _terminate_as_interrupt():
+            if args.command != "predict":
+                return run_models(args) if args.command == "models" else run_download(args)
             return run_predict(args)
     except KeyboardInterrupt:
-        log.error("interrupted; the outputs written so far are complete (rerun with --skip-existing to continue)")
+        log.error("interrupted; the outputs written so far are complete (rerun with --skip-existing to continue)"
+                  if args.command == "predict" else "interrupted; run it again to resume the download")
         return EXIT_INTERRUPTED
     except Exception as err:  # one form for the user; the traceback only with --debug
         if args.debug:

@@ -7,6 +7,7 @@ so the documentation lists exactly the options the program takes.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..fileio.errors import UserInputError
 from ..method.devices import DTYPES
@@ -16,6 +17,7 @@ from ..method.predictor import DEFAULT_PROCESSING_RESOLUTION, PASSES
 from ..method.temporal import TEMPORAL_MODES
 from ..method.tiling import DEFAULT_TILE_SIZE, TileConfig
 from .errors import Parser
+from .models_cli import MODELS_DIR_HELP, add_commands
 from .outputs import FORMATS
 
 DESCRIPTION = "FiffDepth: one-pass depth maps from a fine-tuned Stable Diffusion 2 UNet."
@@ -33,8 +35,10 @@ def build_parser(prog: str = "fiffdepth") -> argparse.ArgumentParser:
     parser.commands = {"predict": p}
     p.add_argument("inputs", nargs="+", metavar="IMAGE_VIDEO_OR_FOLDER",
                    help="image and video files and/or folders of them (not recursive)")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="FiffDepth checkpoint: diffusers folder, "
-                   "folder of single files, or one .safetensors bundle")
+    p.add_argument("--checkpoint", required=True, metavar="PATH_OR_MODEL", help="FiffDepth checkpoint: diffusers "
+                   "folder, folder of single files, or one .safetensors bundle; or a catalogue model (its id or its "
+                   "Hugging Face repository id; `models` lists them), downloaded on first use")
+    p.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help=MODELS_DIR_HELP)
     p.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
                    help="model family (default auto: detected from the checkpoint): "
                         + ", ".join(FAMILY_CHOICES[1:]))
@@ -83,6 +87,7 @@ def build_parser(prog: str = "fiffdepth") -> argparse.ArgumentParser:
                    "this (default: Pillow's limit, about 89.5 million, or $FIFFDEPTH_MAX_PIXELS; 0 = no limit)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    add_commands(sub, parser.commands)
     return parser
 
 
@@ -97,6 +102,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
 
 def check_args(args) -> None:
     """The options' ranges, before anything is read."""
+    if args.command != "predict":
+        return
     if args.vae_tiling != "off":
         try:
             TileConfig.for_size(args.tile_size)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..fileio.errors import UserInputError
+
 GB, MB = 1000**3, 1000**2
 
 HUB = "https://huggingface.co"
@@ -141,8 +143,10 @@ COMFY_CORE_FILES: dict[str, tuple[CoreFile, ...]] = {
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserInputError):
     """A name that is neither a catalogue id nor a catalogue model's repository."""
+
+    what = "model"
 
 
 def get_model(name: str) -> CatalogueModel:
@@ -151,8 +155,8 @@ def get_model(name: str) -> CatalogueModel:
     the pinned one)."""
     found = find_model(name)
     if found is None:
-        raise UnknownModelError(f"model {name!r} is not in the catalogue (one of: {', '.join(ids())}, or their "
-                                "Hugging Face repository ids; `python -m fiffdepth_core models` lists them)")
+        raise UnknownModelError(f"{name!r} is not in the catalogue", f"one of: {', '.join(ids())}, or their Hugging "
+                                "Face repository ids; `python -m fiffdepth_core models` lists them")
     return found
 
 

@@ -16,14 +16,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio.errors import UserInputError
 from .catalogue import CatalogueModel
 
 TRUE = {"1", "on", "yes", "true"}
 PARTIAL = ".partial"  # in a staging folder: files still arriving
 
 
-class DownloadError(RuntimeError):
-    """A model could not be installed; the message is one line saying what to do."""
+class DownloadError(UserInputError):
+    """A model could not be installed; the message is one line naming the model and the file, saying what to do."""
+
+    what = "download"
 
 
 @dataclass(frozen=True)
