@@ -9,7 +9,7 @@ from comfy_api.latest import io
 from ..fiffdepth_core.method import DTYPES, FAMILY_CHOICES, PRECISIONS
 from ..fiffdepth_core.weights import empty_embedding, inspect_checkpoint, load_state_dict
 from . import compat
-from .folders import checkpoint_names, checkpoint_path
+from .folders import checkpoint_names, known_name, locate
 from .host_backbone import FAMILY_ATTR
 from .host_models import build_model, build_vae
 
@@ -38,12 +38,15 @@ class FiffDepthLoader(io.ComfyNode):
                         "bundle) from models/fiffdepth or models/geometry_estimation as ComfyUI MODEL and VAE, built "
                         "from the checkpoint's own configs, plus the empty-prompt embedding FiffDepth conditions on. "
                         "Lotus-D, GenPercept and Marigold-E2E-FT checkpoints (published weights) load the same way "
-                        "and run as their authors run them.",
+                        "and run as their authors run them. Entries marked '(download ...)' are public models not "
+                        "installed yet: running the node downloads one into models/fiffdepth/<name>/ (checked against "
+                        "the hub's checksums; HF_HUB_OFFLINE, HF_ENDPOINT and HF_TOKEN are honoured), then loads it.",
             inputs=[
                 io.Combo.Input("model_name", options=checkpoint_names(),
-                               tooltip="Checkpoint under models/fiffdepth or models/geometry_estimation. No FiffDepth "
-                                       "weights are public (train one with train/finetune.py); Lotus-D, GenPercept "
-                                       "and Marigold-E2E-FT folders work today (README)."),
+                               tooltip="Installed checkpoints (models/fiffdepth, models/geometry_estimation) first, "
+                                       "then public models with their download size: picking one downloads it on the "
+                                       "first run (docs/models.md). No FiffDepth weights are public (train one with "
+                                       "train/finetune.py); Lotus-D, GenPercept and Marigold-E2E-FT run today."),
                 io.Combo.Input("precision", options=list(PRECISIONS), default="auto",
                                tooltip="auto: ComfyUI's choice for this device (fp32 on CPU, bf16/fp16 on GPU). fp16 "
                                        "keeps the VAE in bf16/fp32."),
@@ -60,8 +63,17 @@ class FiffDepthLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_name) -> bool | str:
+        """Any installed checkpoint or catalogue model, so a saved workflow naming a model as '<id> (download ...)'
+        still runs once it is installed (the list then shows it by its id)."""
+        if known_name(model_name):
+            return True
+        return f"{model_name!r} is neither an installed checkpoint nor a catalogue model"
+
+    @classmethod
     def execute(cls, model_name, precision="auto", family="auto") -> io.NodeOutput:
-        info = inspect_checkpoint(checkpoint_path(model_name), family)
+        path, family = locate(model_name, family)
+        info = inspect_checkpoint(path, family)
         unet_dtype, vae_dtype = pick_dtypes(precision)
         model = build_model(info.unet_config, load_state_dict(info, "unet"), info.latent_scale, unet_dtype)
         setattr(model.model, FAMILY_ATTR, info.family)  # FiffDepthEstimate runs the pass this family's way
