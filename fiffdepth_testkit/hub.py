@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,15 +98,17 @@ class LoopbackHub:
 
     # --- server --------------------------------------------------------------------------------------------------
     def start(self) -> LoopbackHub:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = _Server(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="loopback-hub", daemon=True).start()
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop open connections too (a client's kept-alive connection would still be served)."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
             self._server = None
 
     @property
@@ -140,6 +143,29 @@ class LoopbackHub:
                         table[k] = (value[0], times - 1) if isinstance(value, tuple) else times - 1
                     return value[0] if isinstance(value, tuple) else True
         return None
+
+
+class _Server(ThreadingHTTPServer):
+    """Tracks its open connections so that stopping drops them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections: set = set()
+
+    def process_request(self, request, client_address):
+        self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        for connection in list(self.connections):
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 def _handler(hub: LoopbackHub):

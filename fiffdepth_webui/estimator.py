@@ -24,7 +24,7 @@ from fiffdepth_core.method import (
     plan_config,
     predict_depth,
 )
-from fiffdepth_core.weights import fingerprint, inspect_checkpoint
+from fiffdepth_core.weights import ensure_model, fingerprint, human_size, inspect_checkpoint
 
 from .checkpoints import resolve
 from .images import check_resolution, hint_image, image_tensor
@@ -58,6 +58,20 @@ class Loaded:
     backbone: object
 
 
+class ConsoleProgress:
+    """Download progress in the WebUI console: one line per tenth."""
+
+    def __init__(self, name: str):
+        self.name, self.shown = name, -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = 10 * done // max(total, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            log.info("FiffDepth: downloading %s: %d%% (%s of %s)", self.name, 10 * tenth, human_size(done),
+                     human_size(total))
+
+
 class Estimator:
     """One per WebUI process; both preprocessors share it (and its cached model)."""
 
@@ -71,7 +85,15 @@ class Estimator:
             raise ValueError(f"FiffDepth precision must be one of {PRECISIONS}, got {precision!r}")
         if family not in FAMILY_CHOICES:
             raise ValueError(f"FiffDepth model family must be one of {', '.join(FAMILY_CHOICES)}, got {family!r}")
-        path = resolve(self.policy.roots(), choice, flag).resolve()
+        roots = self.policy.roots()
+        chosen = resolve(roots, choice, flag)
+        if chosen.model is not None and family == "auto":
+            family = chosen.model.family
+        path = chosen.path
+        if path is None:  # a catalogue model's first use: download it, as the annotators do
+            path = ensure_model(chosen.model, roots[0], progress=ConsoleProgress(chosen.model.id),
+                                interrupt=self.policy.interrupt)
+        path = path.resolve()
         info = inspect_checkpoint(path, family)
         key = (str(path), precision, family, json.dumps(fingerprint(info)))  # re-exports reload
         if self.loaded is None or self.loaded.key != key:

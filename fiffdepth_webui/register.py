@@ -10,9 +10,9 @@ import importlib
 import logging
 
 from fiffdepth_core.method import FAMILY_CHOICES
-from fiffdepth_core.weights import CheckpointError
+from fiffdepth_core.weights import DEFAULT_ID, CheckpointError, DownloadError
 
-from .checkpoints import FIRST_FOUND, NoCheckpointError, installed
+from .checkpoints import FIRST_FOUND, NoCheckpointError, menu
 from .estimator import PRECISIONS, PREPROCESSORS, Estimator
 from .hosts import OPTION_CHECKPOINT, OPTION_FAMILY, OPTION_PRECISION, POLICIES, detect_host
 from .images import RESOLUTION_DEFAULT, RESOLUTION_MAX, RESOLUTION_MIN
@@ -23,7 +23,7 @@ TAG = "Depth"
 SORTING_PRIORITY = 90  # among the depth preprocessors, below the hosts' own defaults (100)
 SLIDER = dict(label="Resolution", minimum=RESOLUTION_MIN, maximum=RESOLUTION_MAX, value=RESOLUTION_DEFAULT, step=8,
               visible=True)
-USER_ERRORS = (NoCheckpointError, CheckpointError, ValueError, TypeError, InterruptedError)
+USER_ERRORS = (NoCheckpointError, CheckpointError, DownloadError, ValueError, TypeError, InterruptedError)
 
 
 def user_error_class():
@@ -117,18 +117,20 @@ def a1111_preprocessor(base_module, estimator: Estimator, error_class, name: str
 
 
 def add_settings(policy) -> None:
-    """Settings -> FiffDepth: the checkpoint (default: the first found) and the precision."""
+    """Settings -> FiffDepth: the checkpoint (default: the first found, else the catalogue's default model) and the
+    precision. Lists what is on disk and the catalogue: no network request."""
     import gradio as gr
     from modules import script_callbacks, shared
 
     def choices():
-        return {"choices": [FIRST_FOUND, *installed(policy.roots())]}
+        return {"choices": menu(policy.roots())}
 
     def on_settings():
         section = ("fiffdepth", "FiffDepth")
         shared.opts.add_option(OPTION_CHECKPOINT, shared.OptionInfo(
-            FIRST_FOUND, "Checkpoint (models/fiffdepth; --fiffdepth-checkpoint overrides)", gr.Dropdown, choices,
-            refresh=lambda: None, section=section))
+            FIRST_FOUND, f"Checkpoint (models/fiffdepth; {FIRST_FOUND}: the first installed, else {DEFAULT_ID}, "
+            "downloaded on first use; entries marked '(download ...)' download on first use; "
+            "--fiffdepth-checkpoint overrides)", gr.Dropdown, choices, refresh=lambda: None, section=section))
         shared.opts.add_option(OPTION_PRECISION, shared.OptionInfo(
             "auto", "Precision (auto: the WebUI's choice; --no-half forces fp32)", gr.Radio,
             {"choices": list(PRECISIONS)}, section=section))
@@ -152,8 +154,22 @@ def _replacing(registry):
     return add
 
 
+def console_logging() -> None:
+    """Show this extension's INFO lines (registration, loading, download progress) in the WebUI console, as other
+    extensions print theirs. Only when nothing is configured: with a root handler (``--loglevel``), that one shows
+    them."""
+    logger = logging.getLogger("fiffdepth")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def register(add_settings_section: bool = True) -> list:
     """Detect the host and register both preprocessors; returns them (empty when the host has no ControlNet)."""
+    console_logging()
     host, reason = detect_host()
     if host is None:
         log.warning("FiffDepth: %s; no preprocessors registered", reason)

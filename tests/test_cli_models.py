@@ -129,3 +129,18 @@ def test_proxies_from_the_environment_carry_every_request(hub, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     to_hub = [r for r in hub.requests if "/resolve/" in r.path or r.path.startswith("/api/models/")]
     assert to_hub and all(r.proxied for r in to_hub)
+
+
+def test_the_quickstart_probe_says_whether_the_hub_answers(hub, tmp_path, monkeypatch, capsys):
+    from fiffdepth_core.weights import probe
+
+    monkeypatch.setenv("FIFFDEPTH_MODELS", str(tmp_path))
+    assert probe.main([SMALL.id]) == 0 and hub.count("GET", "/api/models/") == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert probe.main([SMALL.id]) == 1 and capsys.readouterr().out.strip() == "HF_HUB_OFFLINE is set"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    url = hub.url
+    hub.stop()  # nothing listens there any more
+    assert probe.main([SMALL.id]) == 1
+    said = capsys.readouterr().out.strip()
+    assert said.startswith(f"the Hugging Face Hub at {url} does not answer (") and "\n" not in said

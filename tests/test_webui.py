@@ -15,6 +15,7 @@ from webui_standins import Recorder, install
 
 from fiffdepth_core.method.postprocess import controlnet_depth
 from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.weights.catalogue import DEFAULT_ID
 from fiffdepth_core.weights.checkpoint import load_standalone
 from fiffdepth_core.weights.text_embed import EMBED_FILE
 from fiffdepth_testkit.images import seeded_images
@@ -102,7 +103,9 @@ def test_registration_names_tags_and_sliders(monkeypatch, tmp_path, host):
 
 
 @pytest.mark.parametrize("host", ["a1111", "forge"])
-def test_no_checkpoint_message(monkeypatch, tmp_path, host):
+def test_nothing_installed_offline_names_the_default_model_and_where_it_goes(monkeypatch, tmp_path, host):
+    """Nothing installed: the default catalogue model would download on first use; offline, one line says so."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     mods = install(monkeypatch, host, tmp_path / "models")
     if host == "a1111":
         registry = mods["scripts.supported_preprocessor"].Preprocessor
@@ -112,10 +115,9 @@ def test_no_checkpoint_message(monkeypatch, tmp_path, host):
     with pytest.raises(Exception) as err:
         preprocessor(rgb_u8(), 768, 64, 64)
     message = str(err.value)
-    assert message.startswith("FiffDepth: no checkpoint installed") and "train/finetune.py" in message
-    assert str(tmp_path / "models" / "fiffdepth") in message and "--fiffdepth-checkpoint" in message
-    if host == "forge":
-        assert str(tmp_path / "models" / "ControlNetPreprocessor" / "fiffdepth") in message
+    assert "\n" not in message and "HF_HUB_OFFLINE" in message and DEFAULT_ID in message
+    assert str(tmp_path / "models" / "fiffdepth" / DEFAULT_ID) in message
+    assert f"python -m fiffdepth_core download {DEFAULT_ID}" in message
     assert err.value.detail == message and err.value.status_code == 422  # the WebUI API copies these
 
 
@@ -207,7 +209,7 @@ def test_model_is_cached_until_checkpoint_or_precision_changes(a1111, monkeypatc
     preprocessor(image, 64)
     assert built == [("tiny", "auto"), ("tiny", "fp32"), ("tiny2", "fp32")]
     opts.data["fiffdepth_checkpoint"] = "gone"
-    with pytest.raises(Exception, match=r"Settings -> FiffDepth, 'gone', is not installed; found: tiny, tiny2"):
+    with pytest.raises(Exception, match=r"Settings -> FiffDepth, 'gone', is neither installed nor a catalogue model; installed: tiny, tiny2"):
         preprocessor(image, 64)
 
 

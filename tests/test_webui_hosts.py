@@ -99,7 +99,8 @@ def test_missing_checkpoint_message_reaches_the_api_response(host):
     assert status == 200
     try:
         status, body = detect(url, "depth_fiffdepth", np.zeros((96, 96, 3), np.uint8), 128)
-        assert status == 422 and "'not-installed', is not installed; found: tiny" in body.get("detail", ""), body
+        assert status == 422 and "'not-installed', is neither installed nor a catalogue model; installed: tiny" in \
+            body.get("detail", ""), body
     finally:
         http_json(url + "/sdapi/v1/options", {"fiffdepth_checkpoint": "(first found)"})
 
