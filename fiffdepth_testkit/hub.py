@@ -359,4 +359,5 @@ def _tree(repo: Repo, sub: str, recursive: bool) -> list[dict]:
         if found.sha256:
             item["lfs"] = {"oid": found.sha256, "size": len(found.data), "pointerSize": 134}
         items.append(item)
-    return [{"type": "directory", "oid": git_blob_id(f.encode()), "size": 0, "path": f} for f in sorted(folders)] + items
+    listed = [{"type": "directory", "oid": git_blob_id(f.encode()), "size": 0, "path": f} for f in sorted(folders)]
+    return listed + items

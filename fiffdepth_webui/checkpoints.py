@@ -57,7 +57,8 @@ def menu(roots: list[Path]) -> list[str]:
     """Settings choices: the first-found default, installed checkpoints, then catalogue models not installed yet
     (with their download size)."""
     names = installed(roots)
-    return [FIRST_FOUND, *names, *(m.label for m in CATALOGUE if m.id not in names and installed_model(m, roots) is None)]
+    missing = [m.label for m in CATALOGUE if m.id not in names and installed_model(m, roots) is None]
+    return [FIRST_FOUND, *names, *missing]
 
 
 def resolve(roots: list[Path], choice: str | None = None, flag: str | None = None) -> Choice:

@@ -209,7 +209,8 @@ def test_model_is_cached_until_checkpoint_or_precision_changes(a1111, monkeypatc
     preprocessor(image, 64)
     assert built == [("tiny", "auto"), ("tiny", "fp32"), ("tiny2", "fp32")]
     opts.data["fiffdepth_checkpoint"] = "gone"
-    with pytest.raises(Exception, match=r"Settings -> FiffDepth, 'gone', is neither installed nor a catalogue model; installed: tiny, tiny2"):
+    with pytest.raises(Exception, match=r"Settings -> FiffDepth, 'gone', is neither installed nor a catalogue model; "
+                                        r"installed: tiny, tiny2"):
         preprocessor(image, 64)
 
 

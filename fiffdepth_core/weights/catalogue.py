@@ -28,7 +28,8 @@ HUB = "https://huggingface.co"
 
 # Lotus' diffusers pipeline folders: what the pass reads, nothing else (no text_encoder/, tokenizer/, assets/).
 PIPELINE_FILES = ("model_index.json", "scheduler/scheduler_config.json", "unet/config.json",
-                  "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors")
+                  "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                  "vae/diffusion_pytorch_model.safetensors")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class CatalogueModel:
     exact_size: bool
     weights_dtype: str  # how the published weights are stored (fp16 / fp32, per part where they differ)
     note: str = ""  # one line shown by `python -m fiffdepth_core models`
-    variant: str | None = None  # a published lower-precision variant (diffusers' `variant=`), fetched unless fp32 is asked
+    variant: str | None = None  # a published lower-precision variant (diffusers' `variant=`): fetched unless fp32
 
     def url(self, path: str) -> str:
         """The pinned download URL of one of ``files`` on the public hub."""

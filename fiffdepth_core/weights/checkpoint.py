@@ -241,9 +241,10 @@ def _inspect_bundle(path: Path) -> CheckpointInfo:
     unet_cfg = _config_from(metadata, "unet_config", None, SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(metadata, "vae_config", None, SD2_VAE_CONFIG, None)
     constant = EMBED_KEY not in keys
-    if constant and not _fits_constant({"cross_attention_dim": _context_width(path, keys, "unet.")}):
+    width = {"cross_attention_dim": _context_width(path, keys, "unet.")}
+    if constant and not _fits_constant(width):
         raise CheckpointError(f"{path}: the bundle holds no `{EMBED_KEY}` tensor, and a single file carries no "
-                              f"text encoder to compute it from{_constant_hint(unet_cfg)}")
+                              f"text encoder to compute it from{_constant_hint(width)}")
     return CheckpointInfo(path, "bundle", unet_cfg, vae_cfg, {"unet": path, "vae": path},
                           model_index=_exported_index(metadata), embed_constant=constant)
 
@@ -258,9 +259,9 @@ def _inspect_single_files(path: Path) -> CheckpointInfo:
     unet_cfg = _config_from(unet_meta, "config", path / "unet_config.json", SD2_UNET_CONFIG, conv_in)
     vae_cfg = _config_from(vae_meta, "config", path / "vae_config.json", SD2_VAE_CONFIG, None)
     constant = not (path / EMBED_FILE).is_file()
-    if constant and not _fits_constant({"cross_attention_dim": _context_width(path / "unet.safetensors", unet_keys,
-                                                                              "")}):
-        raise _incomplete(path, [f"missing {EMBED_FILE}{_constant_hint(unet_cfg)}"])
+    width = {"cross_attention_dim": _context_width(path / "unet.safetensors", unet_keys, "")}
+    if constant and not _fits_constant(width):
+        raise _incomplete(path, [f"missing {EMBED_FILE}{_constant_hint(width)}"])
     return CheckpointInfo(path, "single_files", unet_cfg, vae_cfg,
                           {"unet": path / "unet.safetensors", "vae": path / "vae.safetensors"},
                           None if constant else path / EMBED_FILE, model_index=_exported_index(unet_meta),

@@ -101,11 +101,11 @@ def ensure_model(model: CatalogueModel, root: str | Path, progress: Progress | N
         return folder
     if offline():
         raise DownloadError(f"model {model.id} is not installed ({detail}) and HF_HUB_OFFLINE is set, so nothing is "
-                            f"downloaded: on a machine with network run `python -m fiffdepth_core download {model.id} "
-                            f"--dest DIR` and copy DIR/{model.id} to {folder}")
+                            "downloaded", f"on a machine with network run `python -m fiffdepth_core download "
+                            f"{model.id} --dest DIR` and copy DIR/{model.id} to {folder}")
     if folder.exists() and _read_manifest(folder) is None:
         raise DownloadError(f"{folder} exists but is not a complete {model.id} ({detail}) and was not made by "
-                            "FiffDepth's download, so it is left alone: complete it, or move it away to download "
+                            "FiffDepth's download, so it is left alone", "complete it, or move it away to download "
                             "the model there")
     from filelock import FileLock  # a huggingface_hub dependency
 
@@ -145,8 +145,8 @@ def _download(model: CatalogueModel, root: Path, progress: Progress | None, inte
             _discard(staging, name)
             if attempt == 2:
                 raise DownloadError(f"model {model.id}: {name} from {endpoint} does not match what the hub announces "
-                                    f"({problem}) twice in a row, so it is refused and nothing was installed; try "
-                                    "again later or from another mirror (HF_ENDPOINT)")
+                                    f"({problem}) twice in a row, so it is refused and nothing was installed",
+                                    "try again later or from another mirror (HF_ENDPOINT)")
             log.warning("%s: %s does not match the hub's announcement (%s); fetching it again", model.id, name, problem)
     report()
     _install(model, root, staging, announced, endpoint)
@@ -157,7 +157,7 @@ def _check_space(model: CatalogueModel, root: Path, staging: Path, announced: di
     free = shutil.disk_usage(root).free
     if needed > free:
         raise DownloadError(f"not enough disk space for {model.id} in {root}: it needs {human_size(needed)} more and "
-                            f"{human_size(free)} are free; free some space, or download it to another disk "
+                            f"{human_size(free)} are free", "free some space, or download it to another disk "
                             f"(`python -m fiffdepth_core download {model.id} --dest DIR`, FIFFDEPTH_MODELS)")
 
 
@@ -173,7 +173,8 @@ def _verify(path: Path, expected) -> str | None:
         return None if digest == expected.sha256 else f"sha256 {digest[:12]}... instead of {expected.sha256[:12]}..."
     if expected.git_oid:  # small files: the git blob id is sha1 over "blob <size>\0" + content
         digest = _hash(path, hashlib.sha1(f"blob {size}\0".encode()))
-        return None if digest == expected.git_oid else f"git blob id {digest[:12]}... instead of {expected.git_oid[:12]}..."
+        return None if digest == expected.git_oid else \
+            f"git blob id {digest[:12]}... instead of {expected.git_oid[:12]}..."
     return None
 
 

@@ -65,7 +65,8 @@ def _hub():
     try:
         import huggingface_hub
     except ImportError:
-        raise DownloadError("downloading models needs huggingface_hub: pip install huggingface_hub") from None
+        raise DownloadError("downloading models needs huggingface_hub, which is not installed",
+                            "pip install huggingface_hub") from None
     return huggingface_hub
 
 
@@ -75,12 +76,12 @@ def announced_files(model: CatalogueModel, names, endpoint: str) -> dict[str, An
     try:
         info = hub.HfApi(endpoint=endpoint).model_info(model.repo, revision=model.revision, files_metadata=True)
     except Exception as err:
-        raise DownloadError(describe_failure(err, model, endpoint, "model info")) from err
+        raise DownloadError(*describe_failure(err, model, endpoint, "model info")) from err
     siblings = {s.rfilename: s for s in (info.siblings or [])}
     missing = [n for n in names if n not in siblings]
     if missing:
         raise DownloadError(f"model {model.id}: {model.repo} at {model.revision[:12]} on {endpoint} has no "
-                            f"{', '.join(missing)}; the mirror may hold another revision")
+                            f"{', '.join(missing)}", "the mirror may hold another revision of the repository")
     found = {}
     for name in names:
         sibling = siblings[name]
@@ -88,7 +89,8 @@ def announced_files(model: CatalogueModel, names, endpoint: str) -> dict[str, An
         sha256 = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
         size = sibling.size if sibling.size is not None else (getattr(lfs, "size", None) if lfs else None)
         if size is None:
-            raise DownloadError(f"model {model.id}: {endpoint} announces no size for {name}, so it cannot be checked")
+            raise DownloadError(f"model {model.id}: {endpoint} announces no size for {name}, so it cannot be checked",
+                                "use the Hugging Face Hub or a mirror that lists file sizes (HF_ENDPOINT)")
         found[name] = Announced(int(size), sha256, getattr(sibling, "blob_id", None))
     return found
 
@@ -116,7 +118,7 @@ def fetch_file(model: CatalogueModel, name: str, staging: Path, endpoint: str) -
                 http_get(meta.location, handle, resume_size=done, headers=headers, expected_size=meta.size,
                          displayed_filename=name)
     except Exception as err:
-        raise DownloadError(describe_failure(err, model, endpoint, name)) from err
+        raise DownloadError(*describe_failure(err, model, endpoint, name)) from err
     target = staging / name
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, target)
@@ -142,8 +144,8 @@ def _status(err: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-def describe_failure(err: BaseException, model: CatalogueModel, endpoint: str, what: str) -> str:
-    """One line for a failed hub call: which model, which file, what happened, what to do."""
+def describe_failure(err: BaseException, model: CatalogueModel, endpoint: str, what: str) -> tuple[str, str]:
+    """(what happened, what to do) for a failed hub call, naming the model and the file; one line each."""
     where = f"model {model.id}: {what} from {endpoint}"
     chain, cause = [err], err
     while (cause.__cause__ or cause.__context__) is not None and len(chain) < 8:
@@ -151,32 +153,34 @@ def describe_failure(err: BaseException, model: CatalogueModel, endpoint: str, w
         chain.append(cause)
     names = set().union(*(_names(e) for e in chain))
     status = next((s for s in map(_status, chain) if s is not None), None)
-    retry = "nothing was installed; run it again to resume"
+    resume = "run it again to resume; nothing was installed"
     if "GatedRepoError" in names:
-        return (f"{where}: {model.repo} is gated: accept its terms on its hub page and set HF_TOKEN to a token of "
-                f"that account; {retry}")
+        return (f"{where}: {model.repo} is gated",
+                "accept its terms on its hub page and set HF_TOKEN to a token of that account")
     if "RepositoryNotFoundError" in names:
-        return (f"{where}: repository {model.repo} not found (HTTP {status}); if it is private set HF_TOKEN, or "
-                "check HF_ENDPOINT")
+        return (f"{where}: repository {model.repo} not found (HTTP {status})",
+                "set HF_TOKEN if it is private; check HF_ENDPOINT")
     if "RevisionNotFoundError" in names:
-        return f"{where}: revision {model.revision} not found in {model.repo} (the mirror may be out of date)"
+        return (f"{where}: revision {model.revision} not found in {model.repo}",
+                "the mirror may be out of date: use another (HF_ENDPOINT)")
     if "EntryNotFoundError" in names and status == 404:
-        return f"{where}: the file is not in {model.repo} at {model.revision[:12]} (HTTP 404)"
+        return (f"{where}: the file is not in {model.repo} at {model.revision[:12]} (HTTP 404)",
+                "the mirror may hold another revision of the repository (HF_ENDPOINT)")
     if "OfflineModeIsEnabled" in names:
-        return f"{where}: HF_HUB_OFFLINE is set, so nothing is downloaded"
+        return f"{where}: HF_HUB_OFFLINE is set, so nothing is downloaded", "unset HF_HUB_OFFLINE to download"
     if status is not None:
         hint = "the hub is unavailable: try again later or use a mirror (HF_ENDPOINT)" if status >= 500 else \
             "check HF_TOKEN and HF_ENDPOINT"
-        return f"{where}: HTTP {status}; {hint}; {retry}"
+        return f"{where}: HTTP {status}", f"{hint}; {resume}"
     if names & {"Timeout", "TimeoutException", "ReadTimeout", "ConnectTimeout", "TimeoutError"}:
-        return f"{where}: timed out; check the network or proxy (HTTPS_PROXY); {retry}"
+        return f"{where}: timed out", f"check the network or proxy (HTTPS_PROXY); {resume}"
     if names & {"ConnectionError", "ConnectError", "NetworkError", "ProxyError", "RemoteProtocolError",
                 "ChunkedEncodingError", "LocalEntryNotFoundError"}:
-        return (f"{where}: cannot reach the hub ({_short(chain[-1])}); check the network or proxy (HTTPS_PROXY), or "
-                f"use a mirror (HF_ENDPOINT); {retry}")
+        return (f"{where}: cannot reach the hub ({_short(chain[-1])})",
+                f"check the network or proxy (HTTPS_PROXY), or use a mirror (HF_ENDPOINT); {resume}")
     if isinstance(err, OSError):
-        return f"{where}: {_short(err)}; {retry}"
-    return f"{where}: {type(err).__name__}: {_short(err)}"
+        return f"{where}: {_short(err)}", resume
+    return f"{where}: {type(err).__name__}: {_short(err)}", resume
 
 
 def _short(err: BaseException) -> str:

@@ -23,8 +23,8 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         announced_files(model, model.files, hub_endpoint())
-    except DownloadError as err:  # "model X: model info from URL: <what happened>; <what to do>..."
-        print(f"the Hugging Face Hub at {hub_endpoint()} does not answer ({str(err).split(': ', 2)[-1].split('; ')[0]})")
+    except DownloadError as err:  # value: "model X: model info from URL: <what happened>"
+        print(f"the Hugging Face Hub at {hub_endpoint()} does not answer ({err.value.split(': ', 2)[-1]})")
         return 1
     return 0
 
