@@ -222,3 +222,47 @@ def test_a_cancel_stops_the_download_and_the_next_run_resumes_with_a_range(hub, 
     ranges = [r.range for r in hub.requests if r.path.startswith("/__lfs__/") and r.range]
     assert any(int(r.split("=")[1].split("-")[0]) > 0 for r in ranges), f"resumed with a Range: {ranges}"
     assert hub.bytes_sent[WEIGHTS] < 2 * size
+
+
+def test_the_loopback_hub_answers_the_clients_own_listing_and_snapshot_calls(hub, repos, tmp_path):
+    """The stand-in hub speaks what the hub client reads: the tree listing (sizes, LFS sha256) and a
+    snapshot_download, so what the tests above show is what a real endpoint would give."""
+    import huggingface_hub
+
+    model = get_model(SMALL)
+    api = huggingface_hub.HfApi(endpoint=hub.url)
+    tree = {e.path: e for e in api.list_repo_tree(model.repo, revision=model.revision, recursive=True)}
+    weights = tree[WEIGHTS]
+    assert weights.size == (repos[SMALL] / WEIGHTS).stat().st_size
+    assert weights.lfs.sha256 == hashlib.sha256((repos[SMALL] / WEIGHTS).read_bytes()).hexdigest()
+    assert "unet" in tree and "text_encoder/config.json" in tree  # folders too, and the files we never fetch
+    out = huggingface_hub.snapshot_download(model.repo, revision=model.revision, allow_patterns=["vae/*"],
+                                            local_dir=str(tmp_path / "snap"), endpoint=hub.url)
+    got = sorted(p.relative_to(out).as_posix() for p in Path(out).rglob("*") if p.is_file() and ".cache" not in p.parts)
+    assert got == ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"]
+    with pytest.raises(huggingface_hub.errors.EntryNotFoundError):
+        huggingface_hub.hf_hub_download(model.repo, "nope.json", revision=model.revision, endpoint=hub.url,
+                                        local_dir=str(tmp_path / "x"))
+
+
+HOST_PYTHONS = {"FORGE_PYTHON": "Forge (huggingface_hub 0.26)", "A1111_PYTHON": "AUTOMATIC1111 (huggingface_hub 0.36)",
+                "COMFYUI_PYTHON": "a fresh ComfyUI venv (huggingface_hub 2.x)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variable", list(HOST_PYTHONS))
+def test_these_downloads_pass_with_each_hosts_huggingface_hub(variable):
+    """This file again, run by a host's own Python: its huggingface_hub version is the one the downloads meet there."""
+    import os
+    import subprocess
+    import sys
+
+    python = os.environ.get(variable)
+    if not python:
+        pytest.skip(f"set {variable} to the Python of {HOST_PYTHONS[variable]} to run the downloads with its hub")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_ENDPOINT", "HF_HUB_OFFLINE")}
+    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", __file__],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert " passed" in done.stdout.splitlines()[-1]
