@@ -88,6 +88,8 @@ def setup_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
     for name in ("diffusers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("httpx", "httpx2", "huggingface_hub"):  # a download logs each request at INFO: the bar says enough
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def report(err: BaseException, log: logging.Logger, hint: str = DEBUG_HINT) -> int:
