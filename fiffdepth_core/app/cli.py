@@ -29,11 +29,13 @@ import torch
 from ..fileio.errors import UserInputError
 from ..fileio.headers import pixel_count, pixel_limit, prescan
 from ..fileio.images import IMAGE_EXTENSIONS, load_image
+from ..fileio.processes import sweep
 from ..fileio.writers import WRITERS, write_png8
 from ..method.devices import free_memory, resolve_device, resolve_dtypes
 from ..method.planning import check_decode, check_memory, plan_config
 from ..method.postprocess import colorize, controlnet_depth
 from ..method.predictor import NonFiniteOutputError, PredictConfig, predict_depth
+from .claims import SharedRun, options_signature
 from .errors import EXIT_INTERRUPTED, report, setup_logging
 from .options import build_parser, check_args, parse_args
 from .outputs import (
@@ -51,7 +53,8 @@ from .models_cli import resolve_checkpoint, run_download, run_models
 from .parallel import ProcessGroup, from_env, gather_bounds
 from .prefetch import default_workers, image_batches
 from .video import is_video, list_videos, probe_video
-from .video_cli import check_cache_space, check_video_targets, run_image_sequence, run_video, video_sizes
+from .video_cli import (check_cache_space, check_video_targets, run_image_sequence, run_video, video_outputs,
+                        video_sizes)
 
 log = logging.getLogger("fiffdepth")
 AUTO_GROUP = 64  # with --batch-size 0, images are read in groups of this many and batched to fit memory
@@ -71,9 +74,14 @@ def _read_rgb(path: Path, headers: dict, max_pixels: int | None) -> torch.Tensor
 
 
 def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batch_depths: list, replaceable: set,
-           manifest: Manifest) -> None:
+           manifest: Manifest, shared: SharedRun, unit: str = "") -> None:
+    """The outputs of one image; ``unit``: the claim it comes under when the run takes its images as one (else the
+    image's own)."""
+    if not shared.holds(unit or path.stem):  # taken over by a run that thought this one gone: that run writes it
+        log.warning("%s: another run took it over; its outputs are left to that run", path)
+        return
     for fmt, target in targets.items():
-        overwrite = args.overwrite or target in replaceable
+        overwrite = args.overwrite or target in replaceable or (target.exists() and shared.by_job(target))
         try:
             if fmt in WRITERS:
                 WRITERS[fmt](target, depth, overwrite=overwrite)
@@ -89,6 +97,8 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
         manifest.record(target)
     if "controlnet" in targets and args.normalization == "whole_batch":
         batch_depths.append((targets["controlnet"], depth))
+    elif args.normalization == "per_image":
+        shared.release(path.stem)
 
 
 def _check_inputs(args) -> tuple[list[Path], list[Path], dict, list]:
@@ -155,11 +165,12 @@ def run_predict(args) -> int:
     """One process, or this process's share of a data-parallel job (torchrun / accelerate launch: see
     :mod:`fiffdepth_core.app.parallel`)."""
     processes = from_env()
-    with ProcessGroup(processes, resolve_device(processes.device(args.device))) as group:
-        return _run_predict(args, group)
+    with ProcessGroup(processes, resolve_device(processes.device(args.device))) as group, \
+            contextlib.ExitStack() as stack:
+        return _run_predict(args, group, stack)
 
 
-def _run_predict(args, group: ProcessGroup) -> int:
+def _run_predict(args, group: ProcessGroup, stack: contextlib.ExitStack) -> int:
     processes = group.processes
     images, videos, headers, failures = _check_inputs(args)
     # Videos default to steady depth with whole-clip ControlNet bounds; images to each image's own depth.
@@ -173,13 +184,26 @@ def _run_predict(args, group: ProcessGroup) -> int:
                              f"{args.temporal if args.temporal != 'off' else 'align'}", "not with --skip-existing: "
                              "one normalisation for the whole run needs every image of it", what="--skip-existing")
     output_dir = Path(args.output_dir)
-    targets, replaceable, done = plan_outputs(images, output_dir, args.format, args.overwrite, args.skip_existing)
+    # independent runs into one folder share it (the processes of one torchrun job split it statically instead)
+    shared = SharedRun(output_dir, options_signature(args), enabled=not processes.distributed)
+    theirs = shared.plan()  # files that live runs sharing the folder wrote: not in this run's way
+    targets, replaceable, done = plan_outputs(images, output_dir, args.format, args.overwrite, args.skip_existing,
+                                              theirs)
     if done:
         log.info("skipping %d image(s) whose outputs already exist (--skip-existing)", len(done))
         images = [p for p in images if p in targets]
-    videos, finished, resume = check_video_targets(videos, args.output_dir, args.format, args.overwrite,
-                                                   {p.stem.casefold() for p in images}, [*images, *videos],
-                                                   args.skip_existing)
+    held = []  # videos a live run sharing the folder is writing: claimed at run time (taken over if it dies)
+    if theirs and not sequence:
+        finished = [p for p in images if all(t.name in theirs for t in targets[p].values())]
+        if finished:
+            log.info("leaving out %d image(s) that another run sharing %s has finished", len(finished), output_dir)
+            images = [p for p in images if p not in finished]
+        videos = [v for v in videos if not all(t.name in theirs for t in video_outputs(v, output_dir, args.format))]
+        held = [v for v in videos if shared.elsewhere(v.stem)]
+    videos, finished, resume = check_video_targets([v for v in videos if v not in held], args.output_dir,
+                                                   args.format, args.overwrite, {p.stem.casefold() for p in images},
+                                                   [*images, *videos], args.skip_existing)
+    videos += held
     if finished:
         log.info("skipping %d video(s) whose outputs already exist (--skip-existing)", len(finished))
     # each clip's depth waits in a float32 cache file on the output folder's disk
@@ -195,7 +219,9 @@ def _run_predict(args, group: ProcessGroup) -> int:
     if not args.stream_window:
         check_cache_space(clips, output_dir)
     check_writable(output_dir)
-    manifest = Manifest(output_dir)
+    sweep(output_dir)  # temporary files of runs that were killed
+    stack.enter_context(shared)
+    manifest = Manifest(output_dir, shared.run, shared.options)
     if not processes.is_main:
         failures = []  # every process found the same ones; the main process reports them
     group.barrier()  # every process has checked every output before any process writes one
@@ -236,10 +262,16 @@ def _run_predict(args, group: ProcessGroup) -> int:
     def progress(total, unit, desc):  # a bar for the sequence paths
         return _progress(total, quiet, unit, desc)
 
+    whole = sequence or args.normalization == "whole_batch"  # one unit: shared with no other run
+    unit = f"{images[0].stem}-and-{len(images) - 1}-more" if whole and images else ""
+    if whole and images and not shared.take(unit, [p for paths in targets.values() for p in paths.values()]):
+        log.info("another run sharing %s has these %d image(s); nothing left for this run", output_dir, len(images))
+        images = []
     if sequence:
         if images:
-            run_image_sequence(images, targets, predict, args, progress)
+            run_image_sequence(images, targets, predict, args, progress, replace=shared.by_job)
             manifest.record(*(p for paths in targets.values() for p in paths.values()))
+            shared.release(unit)
         images = []
     total = group.sum(len(images))  # the bar counts every process's images
     bar = group.progress(total, _progress(total, quiet))
@@ -253,29 +285,52 @@ def _run_predict(args, group: ProcessGroup) -> int:
         failures.append((path, message))
         bar.update(1)
 
+    elsewhere: dict[Path, None] = {}  # images another run sharing the folder held when this one came to them
+    predicted: set[Path] = set()
+
+    def take(path: Path) -> bool:  # claimed just before it is decoded; one another run has is counted as done
+        if whole or shared.take(path.stem, list(targets[path].values())):
+            return True
+        if path not in elsewhere:
+            elsewhere[path] = None
+            bar.update(1)
+        return False
+
     decode = functools.partial(_read_rgb, headers={p: headers[p] for p in images}, max_pixels=args.max_pixels)
-    for paths, batch in image_batches(images, decode, args.batch_size or AUTO_GROUP, workers,
-                                      pin_memory=device.type == "cuda", on_error=unreadable):
-        try:
-            depths = predict(batch)
-        except NonFiniteOutputError as err:
-            raise NonFiniteOutputError(f"{', '.join(map(str, paths))}: {err}") from err
-        for path, depth in zip(paths, depths):
-            _write(path, depth, targets[path], args, pending, replaceable, manifest)
-        bar.update(len(paths))
+    todo = images
+    while todo:  # then again over the images whose holder is gone meanwhile, leaving it unfinished
+        for paths, batch in image_batches(todo, decode, args.batch_size or AUTO_GROUP, workers,
+                                          pin_memory=device.type == "cuda", on_error=unreadable, take=take):
+            try:
+                depths = predict(batch)
+            except NonFiniteOutputError as err:
+                raise NonFiniteOutputError(f"{', '.join(map(str, paths))}: {err}") from err
+            for path, depth in zip(paths, depths):
+                _write(path, depth, targets[path], args, pending, replaceable, manifest, shared, unit)
+            predicted.update(paths)
+            bar.update(sum(path not in elsewhere for path in paths))
+        todo = [p for p in elsewhere if not shared.elsewhere(p.stem) and not shared.done(targets[p].values())]
     bar.close()  # every process waits here until all images of the job are done
     if args.normalization == "whole_batch" and "controlnet" in args.format and not sequence:
         bounds = gather_bounds(group, [d for _, d in pending])  # one normalisation for the whole run, all sizes
         for target, depth in pending:
             write_png8(target, controlnet_depth(depth[None], bounds=bounds)[0], overwrite=True)
             manifest.record(target)
-    if total and processes.is_main:
+    if unit and not sequence:
+        shared.release(unit)
+    if predicted and processes.is_main:
         seconds = time.perf_counter() - started
-        log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", total, ", ".join(args.format),
-                 args.output_dir, seconds, total / max(seconds, 1e-9))
+        log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", len(predicted), ", ".join(args.format),
+                 args.output_dir, seconds, len(predicted) / max(seconds, 1e-9))
+    if theirs_now := [p for p in elsewhere if p not in predicted]:
+        log.info("%d image(s) were done by other runs sharing %s", len(theirs_now), output_dir)
     for video in videos:
+        if not shared.take(video.stem, video_outputs(video, output_dir, args.format)):
+            continue
         try:
-            run_video(video, predict, video_args, progress, replace_ours=video in resume, info=headers.get(video))
+            run_video(video, predict, video_args, progress, replace_ours=video in resume or shared.took_over(
+                video.stem), info=headers.get(video))
+            shared.release(video.stem)
         except (ValueError, OSError) as err:  # an unreadable video, found while decoding
             if args.on_error == "stop" or isinstance(err, (OutputError, FileExistsError)):
                 raise

@@ -2,15 +2,15 @@
 
 * An output path that is also an input of the run is an error, with or without ``--overwrite``.
 * Every file the CLI writes is recorded in ``.fiffdepth-outputs.jsonl`` in its output folder (name, size,
-  modification time). A later run that reads that folder as input leaves those files out, so depth maps never
-  become inputs; a file the user replaced since (other size or time) counts as theirs again.
+  modification time; :mod:`fiffdepth_core.app.manifest`). A later run that reads that folder as input leaves those
+  files out, so depth maps never become inputs; a file the user replaced since (other size or time) counts as
+  theirs again.
 * ``--skip-existing`` resumes a half-done folder: images whose outputs all exist are skipped; outputs of an
   image cut short may be replaced only if this project wrote them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from ..fileio.errors import InputNotFoundError, UserInputError
 from ..fileio.images import IMAGE_EXTENSIONS
+from .manifest import MANIFEST, Manifest, written_here  # noqa: F401 - MANIFEST: its old home
 
 log = logging.getLogger(__name__)
 
-MANIFEST = ".fiffdepth-outputs.jsonl"
 SKIPPED_SUMMARY = "fiffdepth_skipped.txt"
 FORMATS = ("npy", "png16", "exr", "controlnet", "color")
 FORMAT_SUFFIX = {"npy": ".npy", "png16": "_depth16.png", "exr": ".exr", "controlnet": "_controlnet.png",
@@ -44,33 +44,6 @@ class OutputWriteError(RuntimeError):
         super().__init__(f"{value}; {allowed}")
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
-
-
-def written_here(folder: Path) -> set[str]:
-    """Names of files in ``folder`` that this project wrote and that are unchanged since."""
-    manifest = Path(folder) / MANIFEST
-    names: set[str] = set()
-    try:
-        lines = manifest.read_text(errors="replace").splitlines()
-    except OSError:
-        return names
-    for line in lines:
-        try:
-            entry = json.loads(line)
-            name, size, mtime = entry["name"], entry["size"], entry["mtime_ns"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by a crash
-        if isinstance(name, str) and "/" not in name and _stamp(Path(folder) / name) == (size, mtime):
-            names.add(name)
-    return names
-
-
 def natural_key(path: Path) -> list:
     """Sort key that orders numbered names as people do: ``frame2`` before ``frame10``."""
     return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
@@ -78,13 +51,14 @@ def natural_key(path: Path) -> list:
 
 def list_inputs(inputs: list[str | Path]) -> list[Path]:
     """Files named directly plus the images inside named folders (in natural order, so ``frame2`` comes before
-    ``frame10``; not recursive, regular files only), leaving out files a FiffDepth run wrote into that folder."""
+    ``frame10``; not recursive, regular files only), leaving out hidden files (``.name``: temporary files, macOS's
+    ``._name`` companions) and files a FiffDepth run wrote into that folder."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             ours = written_here(item)
-            candidates = sorted((p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-                                key=natural_key)
+            candidates = sorted((p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                                 and not p.name.startswith(".")), key=natural_key)
             kept = [p for p in candidates if p.name not in ours]
             if len(kept) < len(candidates):
                 log.info("%s: leaving out %d file(s) an earlier FiffDepth run wrote there", item,
@@ -120,9 +94,12 @@ def output_path(output_dir: str | Path, stem: str, fmt: str) -> Path:
     return Path(output_dir) / f"{stem}{FORMAT_SUFFIX[fmt]}"
 
 
-def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overwrite: bool,
-                 skip_existing: bool) -> tuple[dict[Path, dict[str, Path]], set[Path], list[Path]]:
-    """(targets per image, outputs that may be replaced, images skipped as already done)."""
+def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overwrite: bool, skip_existing: bool,
+                 shared: set[str] = frozenset()) -> tuple[dict[Path, dict[str, Path]], set[Path], list[Path]]:
+    """(targets per image, outputs that may be replaced, images skipped as already done).
+
+    ``shared``: names of files that live runs sharing the folder wrote (:mod:`fiffdepth_core.app.claims`): neither in
+    the way nor to be replaced."""
     targets: dict[Path, dict[str, Path]] = {}
     seen: dict[str, Path] = {}
     for image in images:
@@ -143,31 +120,15 @@ def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overw
     skipped = [image for image, paths in targets.items() if skip_existing and all(p.exists() for p in paths.values())]
     for image in skipped:
         del targets[image]
-    replaceable = {p for paths in targets.values() for p in paths.values() if p.exists() and (overwrite or
-                   (skip_existing and p.name in ours))}
-    existing = [str(p) for paths in targets.values() for p in paths.values() if p.exists() and p not in replaceable]
+    replaceable = {p for paths in targets.values() for p in paths.values() if p.exists() and p.name not in shared
+                   and (overwrite or (skip_existing and p.name in ours))}
+    existing = [str(p) for paths in targets.values() for p in paths.values() if p.exists() and p not in replaceable
+                and p.name not in shared]
     if existing:
         more = [f"and {len(existing) - 5} more"] if len(existing) > 5 else []
         raise OutputError(f"{len(existing)} output file(s) already exist in {output_dir}", "pass --skip-existing to "
                           "keep finished images, or --overwrite to replace them", details=[*existing[:5], *more])
     return targets, replaceable, skipped
-
-
-class Manifest:
-    """Appends one JSON line per written file to ``<folder>/.fiffdepth-outputs.jsonl`` (crash-tolerant)."""
-
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / MANIFEST
-
-    def record(self, *paths: Path) -> None:
-        lines = []
-        for path in paths:
-            stamp = _stamp(path)
-            if stamp is not None:
-                lines.append(json.dumps({"name": path.name, "size": stamp[0], "mtime_ns": stamp[1]}) + "\n")
-        if lines:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write("".join(lines))
 
 
 def write_skipped_summary(folder: Path, failures: list[tuple[Path, str]]) -> Path:

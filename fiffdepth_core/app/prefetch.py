@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 log = logging.getLogger(__name__)
 
@@ -48,33 +48,52 @@ def default_workers(processes_per_node: int = 1) -> int:
     return max(0, min(4, cores // max(1, processes_per_node) - 1))
 
 
-def decoded(paths: Sequence, decode: Callable, workers: int = 0, prefetch: int = 4) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
+class _Taken(Sampler):
+    """The indices of the paths ``take`` accepts, asked lazily in order, on this process (a DataLoader draws them
+    only as its workers need more, so a path is taken just before it is decoded)."""
+
+    def __init__(self, paths: Sequence, take: Callable[[object], bool] | None):
+        self.paths, self.take = paths, take
+
+    def __iter__(self) -> Iterator[int]:
+        return (i for i, path in enumerate(self.paths) if self.take is None or self.take(path))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def decoded(paths: Sequence, decode: Callable, workers: int = 0, prefetch: int = 4,
+            take: Callable[[object], bool] | None = None) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
     """``(path, decode(path) or None, error message or None)`` for every path, in order, decoded by ``workers``
-    background processes (0: on this thread). ``decode`` may return any picklable value."""
+    background processes (0: on this thread). ``decode`` may return any picklable value. ``take(path)``, when given,
+    is asked on this process just before a path goes to be decoded; the paths it refuses are left out (a run sharing
+    its output folder claims its inputs this way: :mod:`fiffdepth_core.app.claims`)."""
     if workers < 0:
         raise ValueError(f"`workers` must be >= 0, got {workers}")
     dataset = DecodedImages(paths, decode)
+    order = _Taken(dataset.paths, take)
     if workers == 0 or len(paths) <= 1:
-        for index in range(len(dataset)):
+        for index in order:
             _, image, error = dataset[index]
             yield dataset.paths[index], image, error
         return
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=min(workers, len(paths)),
+    loader = DataLoader(dataset, batch_size=None, sampler=order, num_workers=min(workers, len(paths)),
                         prefetch_factor=prefetch, persistent_workers=False)
     for index, image, error in loader:
         yield dataset.paths[index], image, error
 
 
 def image_batches(paths: Sequence[Path], decode: Decode, batch_size: int, workers: int = 0, pin_memory: bool = False,
-                  on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[list[Path], torch.Tensor]]:
+                  on_error: Callable[[Path, str], None] | None = None,
+                  take: Callable[[Path], bool] | None = None) -> Iterator[tuple[list[Path], torch.Tensor]]:
     """Consecutive same-size images, at most ``batch_size`` at a time: ``(paths, [B,3,H,W] tensor)``.
 
     A path that fails to decode goes to ``on_error(path, message)`` (which may raise to stop the run); without
-    ``on_error`` the failure is raised as a ValueError naming the file.
+    ``on_error`` the failure is raised as a ValueError naming the file. ``take``: see :func:`decoded`.
     """
     batch_paths: list[Path] = []
     tensors: list[torch.Tensor] = []
-    for path, image, error in decoded(paths, decode, workers):
+    for path, image, error in decoded(paths, decode, workers, take=take):
         if image is None:
             if on_error is None:
                 raise ValueError(error)

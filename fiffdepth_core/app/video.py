@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio.processes import tag
 from ..fileio.writers import publish
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,12 @@ def is_video(path: str | Path) -> bool:
 
 
 def list_videos(inputs: list[str | Path]) -> list[Path]:
-    """Video files inside the named folders (sorted, not recursive); files named directly are not included."""
+    """Video files inside the named folders (sorted, not recursive, hidden files left out); files named directly are
+    not included."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.is_file() and is_video(p))
+            found += sorted(p for p in item.iterdir() if p.is_file() and is_video(p) and not p.name.startswith("."))
     return found
 
 
@@ -264,7 +266,8 @@ class VideoWriter:
     def __enter__(self) -> "VideoWriter":
         av = _av()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{tag()}.", suffix=self.path.suffix,
+                                    dir=self.path.parent)  # named after its writer: see fileio.processes.sweep
         os.close(fd)
         self._tmp = Path(name)
         self._container = av.open(name, mode="w", format="mp4" if self.path.suffix.lower() in (".mp4", ".m4v",

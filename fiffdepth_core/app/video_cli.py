@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from ..fileio.images import load_image
+from ..fileio.processes import sweep, tag
 from ..fileio.writers import WRITERS, write_png8
 from ..method.postprocess import colorize
 from .outputs import MANIFEST, Manifest, OutputError, output_path, written_here
@@ -40,6 +41,11 @@ def video_targets(video: Path, output_dir: str | Path, formats) -> dict[str, Pat
     if "color" in formats:
         targets["color"] = out / f"{video.stem}_color.mp4"
     return targets
+
+
+def video_outputs(video: Path, output_dir: str | Path, formats) -> list[Path]:
+    """The video files a video's run writes (the ControlNet video, the colour preview with ``color``)."""
+    return [path for name, path in video_targets(video, output_dir, formats).items() if name != "frames"]
 
 
 def frame_path(folder: Path, stem: str, index: int, fmt: str) -> Path:
@@ -161,6 +167,7 @@ def run_video(video: Path, predict: Callable[[torch.Tensor], torch.Tensor], args
     targets = video_targets(video, args.output_dir, args.format)
     depth_formats = [fmt for fmt in args.format if fmt in DEPTH_FORMATS]
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    sweep(targets["frames"])  # temporary frame files of a run that was killed
     frame_log = Manifest(targets["frames"])
     replace = args.overwrite or replace_ours
     times: list = []  # each frame's time, from the decoder: the videos keep the source's timing
@@ -195,7 +202,7 @@ def depth_passes(frames, predict, write, args, progress, total: int | None, name
                                      args.normalization, progress=bar.update)
         bar.close()
     else:
-        with tempfile.TemporaryDirectory(prefix=".fiffdepth-cache-", dir=args.output_dir) as scratch:
+        with tempfile.TemporaryDirectory(prefix=f".fiffdepth-cache.{tag()}.", dir=args.output_dir) as scratch:
             cache = DepthCache(Path(scratch) / "depth.f32")
             try:
                 bar = progress(total, unit, f"{name} depth")
@@ -231,19 +238,22 @@ def _optional_writer(path, fps, overwrite, settings):
 
 
 def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
-                       predict: Callable[[torch.Tensor], torch.Tensor], args, progress) -> None:
+                       predict: Callable[[torch.Tensor], torch.Tensor], args, progress,
+                       replace: Callable[[Path], bool] = lambda path: False) -> None:
     """Images predicted as consecutive frames of one clip (``--temporal align/stabilize``), written under their own
-    names."""
+    names. ``replace(path)``: whether an existing output may be replaced without ``--overwrite`` (one that a run
+    sharing the folder left unfinished)."""
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     frames = (load_image(path, rgb=True) for path in images)  # [3,H,W] each, read lazily
 
     def write(index, depth, control):
         for fmt, target in targets[images[index]].items():
+            overwrite = args.overwrite or (target.exists() and replace(target))
             if fmt in WRITERS:
-                WRITERS[fmt](target, depth, overwrite=args.overwrite)
+                WRITERS[fmt](target, depth, overwrite=overwrite)
             elif fmt == "color":
-                write_png8(target, colorize(depth[None])[0], overwrite=args.overwrite)
+                write_png8(target, colorize(depth[None])[0], overwrite=overwrite)
             elif fmt == "controlnet":
-                write_png8(target, control, overwrite=args.overwrite)
+                write_png8(target, control, overwrite=overwrite)
 
     depth_passes(frames, predict, write, args, progress, len(images), "the image sequence", "img")

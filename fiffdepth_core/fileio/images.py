@@ -177,11 +177,12 @@ def _pillow(source: Path | bytes, name: str, orient: bool) -> np.ndarray:
 
 
 def list_images(inputs: list[str | Path]) -> list[Path]:
-    """Files named directly plus the images inside named folders (sorted, not recursive)."""
+    """Files named directly plus the images inside named folders (sorted, not recursive, hidden files left out)."""
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                            and not p.name.startswith("."))
         elif item.is_file():
             found.append(item)
         else:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .processes import tag
+
 
 def current_umask() -> int:
     """The process umask, read without changing it where the OS allows (Linux), else by the set-and-restore idiom."""
@@ -32,13 +34,15 @@ def write_atomic(path: Path, write: Callable[[Path], None], overwrite: bool) -> 
     """Run ``write(tmp)`` on a temporary file beside ``path``, then move it into place.
 
     The file ends up with the permissions a plain ``open()`` would give it (0666 less the umask), not the private
-    mode of the temporary file.
+    mode of the temporary file. The temporary file is hidden and named after its writer
+    (``.<name>.fd-<pid>@<host>.<random><suffix>``), so that a run killed while writing it has its leftover removed
+    by the next run into the folder (:func:`fiffdepth_core.fileio.processes.sweep`).
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{tag()}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
