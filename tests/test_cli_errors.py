@@ -140,6 +140,12 @@ def test_checkpoint_errors_take_the_same_form(folder, tmp_path, tiny_checkpoint,
     assert "  - missing vae/config.json" in report.split("\n") and not report.split("\n")[-2].endswith(DEBUG_HINT)
     (tmp_path / "notes").mkdir()
     check_form(cli_error([*base, "--checkpoint", str(tmp_path / "notes")]), "--checkpoint")  # not a checkpoint
+    config = broken / "unet" / "config.json"
+    config.write_text(config.read_text().replace('"in_channels": 4', '"in_channels": 4.5'))
+    shutil.copytree(tiny_checkpoint / "vae", broken / "vae")
+    match = check_form(cli_error([*base, "--checkpoint", str(broken)]), "--checkpoint")  # one of the one-line ones
+    assert "`in_channels` in the unet config must be a whole number" in match["value"]
+    assert match["allowed"].startswith("a diffusers pipeline folder")
 
 
 def test_sequence_and_parallel_path_errors(folder, tmp_path, monkeypatch, cli_error):

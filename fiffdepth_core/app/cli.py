@@ -30,10 +30,10 @@ from ..fileio.errors import UserInputError
 from ..fileio.headers import pixel_count, pixel_limit, prescan
 from ..fileio.images import IMAGE_EXTENSIONS, load_image
 from ..fileio.processes import sweep
-from ..fileio.writers import WRITERS, write_png8
+from ..fileio.writers import write_png8
 from ..method.devices import free_memory, resolve_device, resolve_dtypes
 from ..method.planning import check_decode, check_memory, plan_config
-from ..method.postprocess import colorize, controlnet_depth
+from ..method.postprocess import controlnet_depth
 from ..method.predictor import NonFiniteOutputError, PredictConfig, predict_depth
 from .claims import SharedRun, options_signature
 from .errors import EXIT_INTERRUPTED, report, setup_logging
@@ -47,6 +47,7 @@ from .outputs import (
     natural_key,
     plan_outputs,
     write_skipped_summary,
+    write_output,
     written_here,
 )
 from .models_cli import resolve_checkpoint, run_download, run_models
@@ -80,16 +81,12 @@ def _write(path: Path, depth: torch.Tensor, targets: dict[str, Path], args, batc
     if not shared.holds(unit or path.stem):  # taken over by a run that thought this one gone: that run writes it
         log.warning("%s: another run took it over; its outputs are left to that run", path)
         return
+    control = controlnet_depth(depth[None])[0] if "controlnet" in targets and args.normalization == "per_image" \
+        else None  # whole_batch: written at the end, with the whole run's bounds
     for fmt, target in targets.items():
         overwrite = args.overwrite or target in replaceable or (target.exists() and shared.by_job(target))
         try:
-            if fmt in WRITERS:
-                WRITERS[fmt](target, depth, overwrite=overwrite)
-            elif fmt == "color":
-                write_png8(target, colorize(depth[None])[0], overwrite=overwrite)
-            elif fmt == "controlnet" and args.normalization == "per_image":
-                write_png8(target, controlnet_depth(depth[None])[0], overwrite=overwrite)
-            else:
+            if not write_output(fmt, target, depth, overwrite, control):
                 continue
         except OSError as err:
             raise OutputWriteError(f"cannot write {target}: {err.strerror or err}", "the outputs written so far are "

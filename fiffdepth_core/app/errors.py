@@ -20,9 +20,10 @@ import logging
 import re
 
 from ..fileio.errors import UserInputError
+from ..fileio.headers import ImageInputError
 from ..method.planning import InsufficientMemoryError
 from ..method.predictor import NonFiniteOutputError
-from ..weights.layout import CheckpointError
+from ..weights.layout import LAYOUTS, CheckpointError
 from .outputs import OutputWriteError
 from .parallel import WorkerFailedError
 
@@ -33,6 +34,9 @@ INDENT = "  "
 
 # The option an error class is about, where the class itself cannot know it (a host has no --checkpoint option).
 OPTION_OF = {CheckpointError: "--checkpoint"}
+# What is allowed, for the errors of a class that do not say it themselves.
+ALLOWED_OF = {CheckpointError: LAYOUTS,
+              ImageInputError: "an image (PNG, JPEG, WebP, BMP or TIFF) within the pixel limit"}
 # ``what`` for errors that are not UserInputError.
 WHAT_OF = ((InsufficientMemoryError, "memory"), (NonFiniteOutputError, "output"), (OutputWriteError, "output"),
            (WorkerFailedError, "another process"), (ImportError, "dependency"), (FileNotFoundError, "input"),
@@ -44,7 +48,8 @@ def parts(err: BaseException) -> tuple[str, str, str, list[str]]:
     """``(what, value, allowed, details)`` of any exception, for :func:`error_text`."""
     if isinstance(err, UserInputError):
         what = next((name for cls, name in OPTION_OF.items() if isinstance(err, cls)), err.what)
-        return what, err.value, err.allowed, list(err.details)
+        allowed = err.allowed or next((text for cls, text in ALLOWED_OF.items() if isinstance(err, cls)), "")
+        return what, err.value, allowed, list(err.details)
     message = str(err).strip() or type(err).__name__
     if isinstance(err, OSError) and err.strerror and err.filename:  # "[Errno 2] No such file ...: 'x'"
         message = f"{err.filename}: {err.strerror}"

@@ -131,6 +131,23 @@ def plan_outputs(images: list[Path], output_dir: Path, formats: list[str], overw
     return targets, replaceable, skipped
 
 
+def write_output(fmt: str, target: Path, depth, overwrite: bool, control=None) -> bool:
+    """Write depth ``[H,W]`` as the ``fmt`` output ``target``: a depth file, the colour preview, or the ControlNet
+    map ``control`` (``[3,H,W]``, when given). False when there is nothing to write (no ControlNet map yet)."""
+    from ..fileio.writers import WRITERS, write_png8
+    from ..method.postprocess import colorize
+
+    if fmt in WRITERS:
+        WRITERS[fmt](target, depth, overwrite=overwrite)
+    elif fmt == "color":
+        write_png8(target, colorize(depth[None])[0], overwrite=overwrite)
+    elif fmt == "controlnet" and control is not None:
+        write_png8(target, control, overwrite=overwrite)
+    else:
+        return False
+    return True
+
+
 def write_skipped_summary(folder: Path, failures: list[tuple[Path, str]]) -> Path:
     """``fiffdepth_skipped.txt``: one ``path<TAB>reason`` line per input that was skipped."""
     from ..fileio.writers import write_atomic

@@ -24,9 +24,9 @@ import torch
 
 from ..fileio.images import load_image
 from ..fileio.processes import sweep, tag
-from ..fileio.writers import WRITERS, write_png8
+from ..fileio.writers import WRITERS
 from ..method.postprocess import colorize
-from .outputs import MANIFEST, Manifest, OutputError, output_path, written_here
+from .outputs import MANIFEST, Manifest, OutputError, output_path, write_output, written_here
 from .sequence import DepthCache, first_pass, second_pass, stream_pass
 from .video import VideoInfo, VideoWriter, probe_video, read_timed_frames
 
@@ -248,12 +248,6 @@ def run_image_sequence(images: list[Path], targets: dict[Path, dict[str, Path]],
 
     def write(index, depth, control):
         for fmt, target in targets[images[index]].items():
-            overwrite = args.overwrite or (target.exists() and replace(target))
-            if fmt in WRITERS:
-                WRITERS[fmt](target, depth, overwrite=overwrite)
-            elif fmt == "color":
-                write_png8(target, colorize(depth[None])[0], overwrite=overwrite)
-            elif fmt == "controlnet":
-                write_png8(target, control, overwrite=overwrite)
+            write_output(fmt, target, depth, args.overwrite or (target.exists() and replace(target)), control)
 
     depth_passes(frames, predict, write, args, progress, len(images), "the image sequence", "img")
