@@ -315,11 +315,13 @@ def _run_predict(args, group: ProcessGroup, stack: contextlib.ExitStack) -> int:
             manifest.record(target)
     if unit and not sequence:
         shared.release(unit)
-    if predicted and processes.is_main:
+    theirs_now = [p for p in elsewhere if p not in predicted]  # (only when independent runs share the folder)
+    written = total - len(theirs_now)  # the whole job's, under torchrun (benchmarks/bench_folder.py reads it)
+    if written and processes.is_main:
         seconds = time.perf_counter() - started
-        log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", len(predicted), ", ".join(args.format),
-                 args.output_dir, seconds, len(predicted) / max(seconds, 1e-9))
-    if theirs_now := [p for p in elsewhere if p not in predicted]:
+        log.info("wrote %d image(s) x %s to %s in %.2f s (%.2f images/s)", written, ", ".join(args.format),
+                 args.output_dir, seconds, written / max(seconds, 1e-9))
+    if theirs_now:
         log.info("%d image(s) were done by other runs sharing %s", len(theirs_now), output_dir)
     for video in videos:
         if not shared.take(video.stem, video_outputs(video, output_dir, args.format)):
