@@ -18,7 +18,7 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 PAGES = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MAPPED = ("fiffdepth_core", "nodes", "fiffdepth_webui", "train")  # every module of these has a row in the map
 MAX_LINES = 500
-SIZED = ("fiffdepth_core", "nodes", "fiffdepth_webui", "train", "benchmarks", "workflows/tools", "scripts",
+SIZED = ("fiffdepth_core", "nodes", "fiffdepth_webui", "train", "benchmarks", "tools", "scripts",
          "fiffdepth_testkit")
 
 
