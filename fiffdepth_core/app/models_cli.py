@@ -30,7 +30,7 @@ def add_commands(sub, commands: dict) -> None:
                        description="Download a catalogue model into DEST/<id>, verified; an interrupted download "
                        "resumes.")
     d.add_argument("model", metavar="MODEL",
-                   help="catalogue id (`models` lists them) or its Hugging Face repository id")
+                   help="catalogue id (the models command lists them) or its Hugging Face repository id")
     d.add_argument("--dest", type=Path, default=None, metavar="DIR", help="folder to install into; the model lands "
                    f"in DIR/<id> (default: $FIFFDEPTH_MODELS, else {default_models_dir()})")
     d.add_argument("--fp32", action="store_true", help="fetch fp32 weights where a model also publishes fp16 ones")

@@ -37,7 +37,7 @@ def build_parser(prog: str = "fiffdepth") -> argparse.ArgumentParser:
                    help="image and video files and/or folders of them (not recursive)")
     p.add_argument("--checkpoint", required=True, metavar="PATH_OR_MODEL", help="FiffDepth checkpoint: diffusers "
                    "folder, folder of single files, or one .safetensors bundle; or a catalogue model (its id or its "
-                   "Hugging Face repository id; `models` lists them), downloaded on first use")
+                   "Hugging Face repository id; the models command lists them), downloaded on first use")
     p.add_argument("--models-dir", type=Path, default=None, metavar="DIR", help=MODELS_DIR_HELP)
     p.add_argument("--family", default="auto", choices=FAMILY_CHOICES,
                    help="model family (default auto: detected from the checkpoint): "
