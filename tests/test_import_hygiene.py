@@ -17,16 +17,20 @@ LAZY = ("diffusers", "transformers", "safetensors", "PIL", "cv2", "OpenEXR", "av
 CORE = Path(__file__).resolve().parents[1] / "fiffdepth_core"
 
 
+def absolute_imports(path: Path) -> list[str]:
+    """The modules a file's import statements name (absolute imports, lazy ones inside functions included)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return names
+
+
 def test_no_forbidden_import_statements():
-    offenders = []
-    for path in CORE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FORBIDDEN]
+    offenders = [f"{path.name}: {n}" for path in CORE.rglob("*.py") for n in absolute_imports(path)
+                 if n.split(".")[0] in FORBIDDEN]
     assert offenders == []
 
 
@@ -64,15 +68,8 @@ def test_webui_layout_and_imports():
     assert not (root / "scripts" / "__init__.py").exists()
     assert [p.name for p in (root / "scripts").glob("*.py")] == ["fiffdepth_webui.py"]
     assert not (root / "webui").exists() and not (root / "webui.py").exists()
-    offenders = []
-    for path in (root / "fiffdepth_webui").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("nodes", "comfy", "train")]
+    offenders = [f"{path.name}: {n}" for path in (root / "fiffdepth_webui").rglob("*.py")
+                 for n in absolute_imports(path) if n.split(".")[0] in ("nodes", "comfy", "train")]
     assert offenders == []
 
 
@@ -82,16 +79,8 @@ TRAIN = CORE.parent / "train"
 def test_training_imports_nothing_from_the_test_kit():
     """The trainer builds its own random models (train/random_models.py); the test kit reuses them, never the
     other way round. Checked in the source (lazy imports included) and in a clean process importing every module."""
-    offenders = []
-    for path in TRAIN.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            offenders += [f"{path.relative_to(TRAIN)}: {n}" for n in names
-                          if n.split(".")[0] in ("fiffdepth_testkit", "tests", "benchmarks")]
+    offenders = [f"{path.relative_to(TRAIN)}: {n}" for path in TRAIN.rglob("*.py") for n in absolute_imports(path)
+                 if n.split(".")[0] in ("fiffdepth_testkit", "tests", "benchmarks")]
     assert offenders == []
     modules = sorted("train." + ".".join(p.relative_to(TRAIN).with_suffix("").parts) for p in TRAIN.rglob("*.py")
                      if p.stem not in ("__init__", "__main__", "script_root"))
