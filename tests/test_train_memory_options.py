@@ -168,3 +168,12 @@ def test_the_trainer_logs_its_budget_and_phase_peaks(tmp_path, caplog):
                  "memory by phase"):
         assert part in text
     assert set(result["memory"]["peak_resident_gb"]) == {"load", "train", "validate", "checkpoint", "export"}
+
+
+def test_runs_in_one_process_may_choose_different_mixed_precision(tmp_path):
+    """accelerate keeps the mixed precision process-wide; a second run choosing another one (a notebook, the real-size
+    test after a tiny one on a CPU with bf16 kernels) used to fail with 'AcceleratorState has already been
+    initialized'."""
+    first = run(tmp_path / "fp32", 1, 'train.mixed_precision="no"', "validation.every=1", "train.checkpoint_every=1")
+    second = run(tmp_path / "bf16", 1, "train.mixed_precision=bf16", "validation.every=1", "train.checkpoint_every=1")
+    assert len(first["losses"]) == len(second["losses"]) == 1

@@ -292,6 +292,7 @@ def main(argv=None) -> dict:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = load_config(args.config, args.overrides)
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     train_settings = config["train"]
     run = RunFolder(args.output_dir)
@@ -308,6 +309,9 @@ def main(argv=None) -> dict:
         return train(config, args, accelerator, run)
     finally:
         run.unlock()
+        # accelerate keeps the mixed precision in process-wide state: forget it, so that a later run in this process
+        # (a notebook, the tests) may choose another one. The distributed state (PartialState) stays as it is.
+        AcceleratorState._reset_state()
         accelerator.end_training()  # also tears down the process group of a multi-process run
 
 
