@@ -30,7 +30,10 @@ from workflow_api import (
     widget_layout,
 )
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+sys.path.insert(0, str(ROOT))  # the pack's catalogue: the models the templates default to
+from fiffdepth_core.weights.catalogue import COMFY_CORE_FILES, DEFAULT_ID, get_model  # noqa: E402
 
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 GROUP_COLORS = {"load": "#3f789e", "depth": "#8A8", "alt": "#b58b2a", "gen": "#88A", "out": "#a1309b"}
@@ -184,8 +187,15 @@ class Graph:
 # -- the workflows ----------------------------------------------------------------------------------------------
 
 FIFFDEPTH_CKPT = "fiffdepth.safetensors"  # the one-file bundle train/finetune.py exports (export.single_file)
-FIFFDEPTH_UNET = "fiffdepth_unet.safetensors"
+FIFFDEPTH_UNET = "fiffdepth_unet.safetensors"  # workflow 5's suggested names for an export's UNet and VAE
 FIFFDEPTH_VAE = "fiffdepth_vae.safetensors"
+# FiffDepthLoader's default: the catalogue's default model under its menu label ("<id> (download <size>)"), so a fresh
+# install runs a template in one click (the node downloads the model folder) and no file is "missing".
+DEFAULT_MODEL = get_model(DEFAULT_ID)
+DEPTH_MODEL = DEFAULT_MODEL.label
+# Workflow 5's defaults: the single files ComfyUI core's own Lotus template loads, with the catalogue's URLs.
+CORE_UNET, CORE_VAE = COMFY_CORE_FILES["lotus-depth-d-v1-1"]
+CORE_MODEL = get_model("lotus-depth-d-v1-1")
 SD15_CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 SD15_CN = "control_v11f1p_sd15_depth_fp16.safetensors"
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
@@ -199,6 +209,7 @@ MODELS = {
                 "sd_xl_base_1.0.safetensors?download=true", "checkpoints"),
     SDXL_CN: ("https://huggingface.co/lllyasviel/sd_control_collection/resolve/main/"
               "diffusers_xl_depth_full.safetensors", "controlnet"),
+    **{f.name: (f.url, f.directory) for f in (CORE_UNET, CORE_VAE)},
 }
 
 
@@ -207,13 +218,23 @@ def models(name: str) -> list[dict]:
     return [{"name": name, "url": url, "directory": folder}]
 
 
-NO_WEIGHTS = """**No official FiffDepth weights exist** (none have been released). Make a checkpoint with this \
-pack's `train/finetune.py`."""
+DEPTH_NOTE = f"""**Depth model: nothing to install.** **FiffDepth Loader** starts on `{DEPTH_MODEL}` \
+({DEFAULT_MODEL.title}, {DEFAULT_MODEL.licence}): the first run downloads it into \
+`ComfyUI/models/fiffdepth/{DEFAULT_MODEL.id}/` (progress on the node), later runs load it from there. The list \
+also offers the other public models (Lotus-D, Marigold-E2E-FT, GenPercept)."""
 
-FIFFDEPTH_FILES = f"""**FiffDepth checkpoint** → `ComfyUI/models/fiffdepth/{FIFFDEPTH_CKPT}`: the one-file bundle \
-`RUN/export/{FIFFDEPTH_CKPT}` (the shipped training configs write it). The whole `RUN/export/` folder works too: \
-copy it to `models/fiffdepth/<name>/` and pick `<name>` in **FiffDepth Loader**, which also searches \
+FIFFDEPTH_FILES = f"""**Your own FiffDepth checkpoint** instead (no official FiffDepth weights exist; train one \
+with this pack's `train/finetune.py`): copy `RUN/export/{FIFFDEPTH_CKPT}` to `ComfyUI/models/fiffdepth/` (or the \
+whole `RUN/export/` folder to `models/fiffdepth/<name>/`) and pick it in **FiffDepth Loader**, which also searches \
 `models/geometry_estimation/`."""
+
+
+def fiffdepth_tree(last: bool = True) -> tuple[str, ...]:
+    """The loader's folder in a :func:`tree`: the downloaded default and an optional own checkpoint."""
+    branch, stem = ("└──", " ") if last else ("├──", "│")
+    return (f"    {branch} fiffdepth/", f"    {stem}   ├── {DEFAULT_MODEL.id}/  ← downloaded by the first run",
+            f"    {stem}   └── {FIFFDEPTH_CKPT}  ← yours (optional)")
+
 
 DEPTH_TIPS = """- `controlnet`: near = white, robustly normalised, at the input size: ready for depth ControlNets.
 - `depth`: raw affine-invariant depth in [0, 1], 0 = near (for 3D / VFX).
@@ -227,14 +248,14 @@ def tree(*lines: str) -> str:
 
 def image_to_depth(info: dict) -> dict:
     g = Graph(info)
-    g.note("## FiffDepth: image → depth\n\n" + NO_WEIGHTS + "\n\n" + FIFFDEPTH_FILES + "\n\n"
-                  + tree("    └── fiffdepth/", f"        └── {FIFFDEPTH_CKPT}") +
+    g.note("## FiffDepth: image → depth\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
+                  + tree(*fiffdepth_tree()) +
                   "\n\n**Two passes of the same model**\n- **detailed** (t = 0): the paper's one-pass depth.\n"
                   "- **filtered** (an extra t = −1 pass): smoother low-frequency depth.\n\n" + DEPTH_TIPS +
                   "\n\n16-bit PNGs (depth × 65535) go to `output/FiffDepth/`; pick `npy` or `exr` in the save node "
-                  "for float32.", [-480, -30], [440, 460])
+                  "for float32.", [-480, -30], [440, 560])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto",
                    family="auto")
     detailed = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (detailed, t = 0)",
                      depth_pass="detailed")
@@ -271,17 +292,17 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
            "`diffusion_pytorch_model.safetensors`), `diffusers_xl_depth_mid` / `_small`, or any SDXL checkpoint."
            if sdxl else
            "`control_v11f1p_sd15_depth.pth` (the original) works too; any SD 1.5 checkpoint does.")
-    g.note(f"## FiffDepth → {family} depth ControlNet\n\n" + NO_WEIGHTS + "\n\n" + FIFFDEPTH_FILES + "\n\n"
+    g.note(f"## FiffDepth → {family} depth ControlNet\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
            f"**{family}** → `models/checkpoints/{ckpt}`\n\n**Depth ControlNet** → `models/controlnet/{cn}`\n\n"
            + alt + "\n\n" + tree("    ├── checkpoints/", f"    │   └── {ckpt}",
                                  "    ├── controlnet/", f"    │   └── {cn}",
-                                 "    └── fiffdepth/", f"        └── {FIFFDEPTH_CKPT}") +
+                                 *fiffdepth_tree()) +
            f"\n\n**How it flows**: the depth map is computed at full quality, then scaled to ~{megapixels:g} MP "
            f"(native {family} size); the empty latent takes that size. Write your prompt, run.\n\n"
            "FiffDepth's maps are crisper than the MiDaS-era maps ControlNets were trained on: lower `strength` or "
-           "`end_percent` if the result looks over-constrained.", [-480, -30], [440, 520])
+           "`end_percent` if the result looks over-constrained.", [-480, -30], [440, 620])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto",
                    family="auto")
     est = g.add("FiffDepthEstimate", [400, 0], [330, 258])
     g.link(loader, "MODEL", est, "model")
@@ -335,8 +356,8 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
 
 def video_depth(info: dict) -> dict:
     g = Graph(info)
-    g.note("## FiffDepth: video frames → depth (no flicker)\n\n" + NO_WEIGHTS + "\n\n" + FIFFDEPTH_FILES + "\n\n"
-           + tree("    └── fiffdepth/", f"        └── {FIFFDEPTH_CKPT}") +
+    g.note("## FiffDepth: video frames → depth (no flicker)\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
+           + tree(*fiffdepth_tree()) +
            "\n\n**Video** → `ComfyUI/input/` (or use the upload button of **Load Video**).\n\n"
            "`temporal = stabilize` treats the frames as one clip: each frame's depth is matched in scale and shift "
            "to a running reference (scene cuts restart it), then each pixel's small frame-to-frame jitter is "
@@ -347,10 +368,10 @@ def video_depth(info: dict) -> dict:
            "predict clip.mp4 --temporal stabilize`, streams any length). `batch_size` = "
            "frames per model call.\n\nSaved: ControlNet frames (PNG), raw 16-bit depth frames, and an MP4 of the "
            "ControlNet maps with the source's frame rate and sound.",
-           [-480, -30], [440, 420])
+           [-480, -30], [440, 520])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [400, 182], [260, 66])
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=FIFFDEPTH_CKPT, precision="auto",
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto",
                    family="auto")
     est = g.add("FiffDepthEstimate", [720, 0], [330, 258], title="FiffDepth Estimate (steady video depth)",
                 batch_size=4, normalization="whole_batch", temporal="stabilize")
@@ -378,22 +399,26 @@ def video_depth(info: dict) -> dict:
 
 def core_loaders(info: dict) -> dict:
     g = Graph(info)
+    unet_name, vae_name = CORE_UNET.name, CORE_VAE.name
     g.note("## FiffDepth through ComfyUI's core loaders\n\nThe same depth as with **FiffDepth Loader**, but the "
-           "UNet and VAE come from ComfyUI's own loaders and folders.\n\n" + NO_WEIGHTS + "\n\n"
-           f"**UNet** → `models/diffusion_models/{FIFFDEPTH_UNET}`: the exported "
-           "`RUN/export/unet/diffusion_pytorch_model.safetensors`, renamed.\n\n"
-           f"**VAE** → `models/vae/{FIFFDEPTH_VAE}`: `RUN/export/vae/diffusion_pytorch_model.safetensors`, "
-           "renamed (the SD 2 VAE the model was trained with).\n\n"
-           + tree("    ├── diffusion_models/", f"    │   └── {FIFFDEPTH_UNET}", "    └── vae/",
-                  f"        └── {FIFFDEPTH_VAE}") +
-           "\n\n**Empty prompt**: **LotusConditioning** (core) gives the unpadded SD 2 empty-prompt embedding "
-           "FiffDepth needs, with nothing to download. Alternative: a **Load CLIP** node (type "
+           "UNet and VAE come from ComfyUI's own loaders and folders.\n\n"
+           f"**Models: the ones ComfyUI's own Lotus template loads** ({CORE_MODEL.title}, run as Lotus-D). Missing "
+           "files are offered for download by ComfyUI's missing-models dialog:\n"
+           f"- **UNet** → `models/diffusion_models/{unet_name}`\n- **VAE** → `models/vae/{vae_name}`\n\n"
+           + tree("    ├── diffusion_models/", f"    │   └── {unet_name}", "    └── vae/", f"        └── {vae_name}")
+           + "\n\n**Your own FiffDepth checkpoint** instead (no official FiffDepth weights exist; train one with "
+           "this pack's `train/finetune.py`): copy `RUN/export/unet/diffusion_pytorch_model.safetensors` to "
+           f"`models/diffusion_models/` and `RUN/export/vae/diffusion_pytorch_model.safetensors` to `models/vae/`, "
+           f"each renamed (e.g. `{FIFFDEPTH_UNET}`, `{FIFFDEPTH_VAE}`), and pick them in the two loaders.\n\n"
+           "**Empty prompt**: **LotusConditioning** (core) gives the unpadded SD 2 empty-prompt embedding "
+           "these models need, with nothing to download. Alternative: a **Load CLIP** node (type "
            "`stable_diffusion`, an SD 2 OpenCLIP-H text encoder in `models/text_encoders/`) into the Estimate's "
            "`clip` input instead. Never a `CLIPTextEncode` of \"\": its 77-token padding changes the model's "
            "input.\n\nThe core loaders only recognise full-size SD 2 UNets; small experimental checkpoints need "
-           "**FiffDepth Loader**.", [-480, -30], [440, 460])
-    unet = g.add("UNETLoader", [0, 0], [330, 82], unet_name=FIFFDEPTH_UNET, weight_dtype="default")
-    vae = g.add("VAELoader", [0, 142], [330, 58], vae_name=FIFFDEPTH_VAE)
+           "**FiffDepth Loader**.", [-480, -30], [440, 560])
+    unet = g.add("UNETLoader", [0, 0], [330, 82], models=models(unet_name), unet_name=unet_name,
+                 weight_dtype="default")
+    vae = g.add("VAELoader", [0, 142], [330, 58], models=models(vae_name), vae_name=vae_name)
     cond = g.add("LotusConditioning", [0, 260], [330, 26], title="Empty prompt (LotusConditioning)")
     image = g.add("LoadImage", [0, 346], [330, 420], image="example.png")
     est = g.add("FiffDepthEstimate", [400, 0], [330, 258])

@@ -19,12 +19,12 @@ MODELS = {
 def video_controlnet_wan(info: dict, lib) -> dict:
     lib.MODELS.update(MODELS)
     g, models = lib.Graph(info), lib.models
-    g.note("## FiffDepth → Wan 2.1 VACE: video guided by steady depth\n\n" + lib.NO_WEIGHTS + "\n\n"
+    g.note("## FiffDepth → Wan 2.1 VACE: video guided by steady depth\n\n" + lib.DEPTH_NOTE + "\n\n"
            + lib.FIFFDEPTH_FILES
            + "\n\n**Wan 2.1 VACE 1.3B** (ComfyUI's own repackaged files):\n"
            f"- `models/diffusion_models/{WAN_VACE}`\n- `models/text_encoders/{WAN_TE}`\n- `models/vae/{WAN_VAE}`\n\n"
-           + lib.tree("    ├── diffusion_models/", f"    │   └── {WAN_VACE}", "    ├── fiffdepth/",
-                      f"    │   └── {lib.FIFFDEPTH_CKPT}", "    ├── text_encoders/",
+           + lib.tree("    ├── diffusion_models/", f"    │   └── {WAN_VACE}", *lib.fiffdepth_tree(last=False),
+                      "    ├── text_encoders/",
                       f"    │   └── {WAN_TE}",
                       "    └── vae/", f"        └── {WAN_VAE}") +
            "\n\n**How it flows**: the source video's frames go through **FiffDepth Estimate** with "
@@ -34,10 +34,10 @@ def video_controlnet_wan(info: dict, lib) -> dict:
            "16 fps) following that depth; write the prompt for what the new video should show.\n\n"
            "The depth video is saved too (`output/FiffDepth/vace/depth_*`). Long clips: every frame is held in "
            "memory; trim first, or make the depth with the CLI (`--temporal stabilize`) and load its "
-           "`_controlnet.mp4`.", [-480, -30], [440, 700])
+           "`_controlnet.mp4`.", [-480, -30], [440, 800])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [0, 662], [330, 66])
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=lib.FIFFDEPTH_CKPT, precision="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=lib.DEPTH_MODEL, precision="auto")
     est = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (steady video depth)",
                 batch_size=4, normalization="whole_batch", temporal="stabilize")
     scale = g.add("ImageScale", [400, 318], [330, 130], title="Scale to 832 × 480", upscale_method="bilinear",
