@@ -3,7 +3,8 @@
 Each file is well-formed UI-format JSON whose link table agrees with the node slots, uses only core nodes and this
 pack's nodes, matches this pack's node schemas (taken from the real ``define_schema()`` through
 ``pack_schemas.py``), connects matching types, has positions and sizes the frontend can draw, names every model file
-it needs, and has its thumbnail. Every check also runs on the same workflows as real frontends export them
+it needs and has a way to get it (the loader downloads it, or the frontend's missing-models dialog offers it), and
+has its thumbnail. Every check also runs on the same workflows as real frontends export them
 (``tests/data/frontend_exports/<version>/``: the pinned 1.27 and the newest 1.5x), which must mean the same as the
 bundled files; a changed widget value or a broken link in such an export is refused. The UI -> API converter is
 unit-tested on a synthetic graph. ``test_workflows_comfyui.py`` checks the same files against a real ComfyUI.
@@ -11,7 +12,9 @@ unit-tested on a synthetic graph. ``test_workflows_comfyui.py`` checks the same 
 
 from __future__ import annotations
 
+import build_workflows
 import pytest
+import wan_workflow
 from bundled_workflows import (
     BUNDLED,
     CORE_NODES,
@@ -40,6 +43,8 @@ from workflow_api import (
     widget_values,
 )
 from workflow_format import differences, format_problems, widgets
+
+from fiffdepth_core.weights.catalogue import COMFY_CORE_FILES, DEFAULT_ID, find_model, get_model
 
 
 @pytest.fixture(scope="module")
@@ -205,11 +210,45 @@ def test_notes_say_which_files_go_where(workflow):
     for node in loaders:
         folder, widget = LOADERS[node["type"]]
         file_name = node["widgets_values"][0]  # every loader's first widget is its file
+        model = find_model(file_name) if node["type"] == "FiffDepthLoader" else None
+        if model is not None:  # a catalogue model: the folder the first run downloads it into
+            assert f"models/{folder}/{model.id}/" in text, f"{name}: the note does not say where {model.id} goes"
         assert f"models/{folder}/" in text and file_name in text, f"{name}: the note does not place {file_name}"
     for node in wf["nodes"]:
         for model in node["properties"].get("models", []):
             assert model["name"] == node["widgets_values"][0] and model["url"].startswith("https://huggingface.co/")
             assert model["directory"] == LOADERS[node["type"]][0]
+
+
+def test_every_model_a_template_needs_can_be_fetched(workflow):
+    """Nothing a template needs is 'missing' without a way to get it: every loader either carries the frontend's
+    model metadata (``properties.models``: name, url, folder), which its missing-models dialog offers for download,
+    with the URL and folder of the builder's table (the catalogue's, for core's Lotus files), or is a FiffDepthLoader
+    on the catalogue's default model under its menu label, which the node downloads itself on the first run (the
+    dialog cannot fetch a multi-file model folder). Workflow 5 loads the single files core's own Lotus template
+    loads."""
+    name, wf = workflow
+    table = {**build_workflows.MODELS, **wan_workflow.MODELS}
+    core = {f.name: f for files in COMFY_CORE_FILES.values() for f in files}
+    for node in wf["nodes"]:
+        if node["type"] not in LOADERS:
+            continue
+        where = f"{name}: node {node['id']} ({node['type']})"
+        value = node["widgets_values"][0]
+        if node["type"] == "FiffDepthLoader":
+            assert value == get_model(DEFAULT_ID).label, f"{where}: {value!r} is not the catalogue's default model"
+            assert "models" not in node["properties"], where  # a folder: nothing the frontend could download
+            continue
+        assert node["properties"].get("models"), f"{where}: no download metadata for {value!r}"
+        (entry,) = node["properties"]["models"]
+        assert entry["name"] == value and value in table, where
+        assert (entry["url"], entry["directory"]) == table[value], where
+        assert entry["directory"] == LOADERS[node["type"]][0], where
+        if value in core:
+            assert (entry["url"], entry["directory"]) == (core[value].url, core[value].directory), where
+    if name == NAMES[4]:
+        files = {node["widgets_values"][0] for node in wf["nodes"] if node["type"] in ("UNETLoader", "VAELoader")}
+        assert files == {f.name for f in COMFY_CORE_FILES["lotus-depth-d-v1-1"]}, files
 
 
 @pytest.mark.parametrize("source", SOURCES)
