@@ -89,10 +89,28 @@ def test_exports_of_every_frontend_are_there():
 
 
 def test_ui_format_is_consistent(workflow):
+    """Every node runs, except workflow 1's filtered row: the t = -1 pass exists only for FiffDepth checkpoints, so
+    with the catalogue model the loader starts on it is muted (mode 2, left out of the prompt) until the user
+    un-mutes it."""
     name, wf = workflow
     assert format_problems(wf) == [], name
+    muted = muted_filtered_row(wf) if name.startswith(NAMES[0]) else set()
     for node in wf["nodes"]:
-        assert node["mode"] == 0, f"{name}: node {node['id']} is muted or bypassed"
+        assert node["mode"] == (2 if node["id"] in muted else 0), f"{name}: node {node['id']} mode {node['mode']}"
+
+
+def muted_filtered_row(wf: dict) -> set[int]:
+    """The ids of the filtered Estimate of workflow 1 and of every node downstream of it."""
+    (filtered,) = [node for node in of_type(wf, "FiffDepthEstimate") if "filtered" in widgets(node)]
+    row, grew = {filtered["id"]}, True
+    while grew:
+        grew = False
+        for link in wf["links"]:
+            if link[1] in row and link[3] not in row:
+                row.add(link[3])
+                grew = True
+    assert len(row) == 5, row  # the Estimate, Colorize, Save and two previews
+    return row
 
 
 @pytest.mark.parametrize("source", SOURCES[1:])
@@ -258,6 +276,9 @@ def test_each_workflow_does_its_job(pack_info, source):
 
     wf = load(NAMES[0], source)
     assert sorted(v["depth_pass"] for v in estimate_inputs(wf)) == ["detailed", "filtered"]
+    runs = {node["id"] for node in wf["nodes"] if node["mode"] == 0}  # the filtered row waits for a FiffDepth model
+    assert [v["depth_pass"] for node, v in zip(of_type(wf, "FiffDepthEstimate"), estimate_inputs(wf))
+            if node["id"] in runs] == ["detailed"]
     saves = of_type(wf, "FiffDepthSave")
     assert len(saves) == 2 and all(node["widgets_values"][1] == "png16" for node in saves)
     assert {source_of(wf, node, "depth")[0]["id"] for node in saves} == \

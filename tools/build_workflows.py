@@ -46,6 +46,7 @@ class Node:
         self.graph, self.id, self.type = graph, node_id, type_
         self.pos, self.size, self.widgets = list(pos), list(size) if size else None, dict(widgets)
         self.title, self.properties, self.color, self.bgcolor = title, properties, color, bgcolor
+        self.mode = 0  # LiteGraph's: 0 runs, 2 is muted ("Never": left out of the prompt until un-muted)
 
 
 class Graph:
@@ -144,7 +145,7 @@ class Graph:
             if node.size is None:
                 node.size = self.default_size(node)
             entry = {"id": node.id, "type": node.type, "pos": node.pos, "size": node.size, "flags": {},
-                     "order": order[node.id], "mode": 0, "inputs": [], "outputs": []}
+                     "order": order[node.id], "mode": node.mode, "inputs": [], "outputs": []}
             if node.type not in ("MarkdownNote", "Note"):
                 info = self.info[node.type]
                 linked = {name for (nid, name) in in_links if nid == node.id}
@@ -194,8 +195,8 @@ FIFFDEPTH_VAE = "fiffdepth_vae.safetensors"
 DEFAULT_MODEL = get_model(DEFAULT_ID)
 DEPTH_MODEL = DEFAULT_MODEL.label
 # Workflow 5's defaults: the single files ComfyUI core's own Lotus template loads, with the catalogue's URLs.
-CORE_UNET, CORE_VAE = COMFY_CORE_FILES["lotus-depth-d-v1-1"]
 CORE_MODEL = get_model("lotus-depth-d-v1-1")
+CORE_UNET, CORE_VAE = COMFY_CORE_FILES[CORE_MODEL.id]
 SD15_CKPT = "v1-5-pruned-emaonly-fp16.safetensors"
 SD15_CN = "control_v11f1p_sd15_depth_fp16.safetensors"
 SDXL_CKPT = "sd_xl_base_1.0.safetensors"
@@ -229,8 +230,7 @@ whole `RUN/export/` folder to `models/fiffdepth/<name>/`) and pick it in **FiffD
 `models/geometry_estimation/`."""
 
 
-def fiffdepth_tree(last: bool = True) -> tuple[str, ...]:
-    """The loader's folder in a :func:`tree`: the downloaded default and an optional own checkpoint."""
+def fiffdepth_tree(last: bool = True) -> tuple[str, ...]:  # the loader's folder in a tree()
     branch, stem = ("└──", " ") if last else ("├──", "│")
     return (f"    {branch} fiffdepth/", f"    {stem}   ├── {DEFAULT_MODEL.id}/  ← downloaded by the first run",
             f"    {stem}   └── {FIFFDEPTH_CKPT}  ← yours (optional)")
@@ -251,12 +251,13 @@ def image_to_depth(info: dict) -> dict:
     g.note("## FiffDepth: image → depth\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
                   + tree(*fiffdepth_tree()) +
                   "\n\n**Two passes of the same model**\n- **detailed** (t = 0): the paper's one-pass depth.\n"
-                  "- **filtered** (an extra t = −1 pass): smoother low-frequency depth.\n\n" + DEPTH_TIPS +
+                  "- **filtered** (an extra t = −1 pass): smoother low-frequency depth. Only FiffDepth checkpoints "
+                  "have it, so its group starts muted: with your own checkpoint, select the group's nodes and press "
+                  "Ctrl+M to run it too.\n\n" + DEPTH_TIPS +
                   "\n\n16-bit PNGs (depth × 65535) go to `output/FiffDepth/`; pick `npy` or `exr` in the save node "
                   "for float32.", [-480, -30], [440, 560])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto",
-                   family="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto", family="auto")
     detailed = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (detailed, t = 0)",
                      depth_pass="detailed")
     filtered = g.add("FiffDepthEstimate", [400, 470], [330, 258], title="FiffDepth Estimate (filtered, t = −1)",
@@ -279,7 +280,10 @@ def image_to_depth(info: dict) -> dict:
         rows.append((est, colorize, save, cn_preview, color_preview))
     g.group("Load", [loader, image], GROUP_COLORS["load"])
     g.group("Detailed depth (t = 0, the paper's output)", list(rows[0]), GROUP_COLORS["depth"])
-    g.group("Filtered depth (extra t = −1 pass)", list(rows[1]), GROUP_COLORS["alt"])
+    for node in rows[1]:  # the t = -1 pass exists only for FiffDepth checkpoints, not for the default model
+        node.mode = 2
+    g.group("Filtered depth (t = −1 pass, FiffDepth checkpoints only: muted, Ctrl+M)", list(rows[1]),
+            GROUP_COLORS["alt"])
     return g.to_json()
 
 
@@ -302,8 +306,7 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
            "FiffDepth's maps are crisper than the MiDaS-era maps ControlNets were trained on: lower `strength` or "
            "`end_percent` if the result looks over-constrained.", [-480, -30], [440, 620])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto",
-                   family="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto", family="auto")
     est = g.add("FiffDepthEstimate", [400, 0], [330, 258])
     g.link(loader, "MODEL", est, "model")
     g.link(loader, "VAE", est, "vae")
@@ -371,8 +374,7 @@ def video_depth(info: dict) -> dict:
            [-480, -30], [440, 520])
     video = g.add("LoadVideo", [0, 182], [330, 420], file="example.mp4")
     frames = g.add("GetVideoComponents", [400, 182], [260, 66])
-    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto",
-                   family="auto")
+    loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto", family="auto")
     est = g.add("FiffDepthEstimate", [720, 0], [330, 258], title="FiffDepth Estimate (steady video depth)",
                 batch_size=4, normalization="whole_batch", temporal="stabilize")
     g.link(video, "VIDEO", frames, "video")
@@ -416,8 +418,7 @@ def core_loaders(info: dict) -> dict:
            "`clip` input instead. Never a `CLIPTextEncode` of \"\": its 77-token padding changes the model's "
            "input.\n\nThe core loaders only recognise full-size SD 2 UNets; small experimental checkpoints need "
            "**FiffDepth Loader**.", [-480, -30], [440, 560])
-    unet = g.add("UNETLoader", [0, 0], [330, 82], models=models(unet_name), unet_name=unet_name,
-                 weight_dtype="default")
+    unet = g.add("UNETLoader", [0, 0], [330, 82], models=models(unet_name), unet_name=unet_name, weight_dtype="default")
     vae = g.add("VAELoader", [0, 142], [330, 58], models=models(vae_name), vae_name=vae_name)
     cond = g.add("LotusConditioning", [0, 260], [330, 26], title="Empty prompt (LotusConditioning)")
     image = g.add("LoadImage", [0, 346], [330, 420], image="example.png")
@@ -437,7 +438,6 @@ def core_loaders(info: dict) -> dict:
     g.group("Core loaders", [unet, vae, cond, image], GROUP_COLORS["load"])
     g.group("Depth", [est, colorize, save, cn_preview, color_preview], GROUP_COLORS["depth"])
     return g.to_json()
-
 
 
 BUILDERS = {
