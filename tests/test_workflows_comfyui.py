@@ -2,8 +2,9 @@
 
 A headless server's ``/object_info`` confirms the pack schemas (as ``pack_schemas.py`` records them) and every core
 node's slots and widgets; workflows 2-5 pass the server's ``/prompt`` validation with placeholder model files;
-workflows 1 and 4 (video, temporal = stabilize) run end to end on a tiny checkpoint and their 16-bit PNGs decode to
-the standalone predictor's depth. With Chromium installed too, ComfyUI's own frontend loads every workflow and
+workflows 1 and 4 (video, temporal = stabilize) run end to end on a tiny stand-in of the catalogue model their FiffDepth
+Loader starts on (installed where the first run's download puts it) and their 16-bit PNGs decode to the standalone
+predictor's depth of that model. With Chromium installed too, ComfyUI's own frontend loads every workflow and
 saves it back meaning the same (``workflow_format.differences``), and its ``graphToPrompt`` gives the same prompt
 as ``workflow_api.ui_to_api``: both the frontend ComfyUI pins and the newest ``comfyui-frontend-package``
 (``COMFYUI_FRONTEND_ROOT``, a prepared ``static`` folder, or else installed from the package registry into a
@@ -93,26 +94,29 @@ def write_inputs(input_dir: Path) -> np.ndarray:
     return pixels
 
 
-def write_tiny_checkpoint(path: Path, scratch: Path) -> None:
-    """A tiny random FiffDepth checkpoint at ``path``: a one-file bundle for a ``.safetensors`` name (what
-    ``train/finetune.py`` exports), else the diffusers folder."""
-    from fiffdepth_core.weights.checkpoint import load_standalone
-    from fiffdepth_core.weights.export import export_bundle
-    from fiffdepth_testkit.models import write_random_pipeline
+def install_stand_in(model, root: Path, scratch: Path) -> Path:
+    """A tiny seeded stand-in of catalogue ``model`` installed as the loader's download would leave it:
+    ``root/<id>/`` holding the files the download fetches (and nothing else)."""
+    import shutil
 
-    if path.suffix != ".safetensors":
-        write_random_pipeline(path, geometry="tiny", seed=0)
-        return
-    backbone = load_standalone(write_random_pipeline(scratch, geometry="tiny", seed=0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    export_bundle(path, backbone.unet, backbone.vae, backbone.empty_embed)
+    from fiffdepth_testkit.catalogue_repos import write_repo
+
+    repo = write_repo(model, scratch / model.id, seed=0)
+    for name in model.files_for():
+        target = root / model.id / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(repo / name, target)
+    return root / model.id
 
 
-def prepare_base(base: Path) -> tuple[np.ndarray, Path]:
-    """A ComfyUI base directory with a tiny FiffDepth checkpoint under the name the workflows use, empty placeholder
-    files for every other model they name, the loaders' input files and quiet frontend settings. Returns the input
-    image's pixels and the checkpoint's path."""
+def prepare_base(base: Path) -> tuple[np.ndarray, Path, str]:
+    """A ComfyUI base directory with the catalogue model the templates' FiffDepth Loaders start on installed as a
+    tiny stand-in (what the first run's download leaves in ``models/fiffdepth/<id>/``), empty placeholder files for
+    every other model they name, the loaders' input files and quiet frontend settings. Returns the input image's
+    pixels, the stand-in's folder and the family the loader runs it as."""
     from frontend import write_quiet_settings
+
+    from fiffdepth_core.weights.catalogue import get_model
 
     for name in NAMES:
         for node in load(name)["nodes"]:
@@ -120,20 +124,22 @@ def prepare_base(base: Path) -> tuple[np.ndarray, Path]:
                 target = base / "models" / LOADERS[node["type"]][0] / node["widgets_values"][0]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.touch()
-    (checkpoint,) = {node["widgets_values"][0] for name in NAMES for node in of_type(load(name), "FiffDepthLoader")}
-    write_tiny_checkpoint(base / "models" / "fiffdepth" / checkpoint, base / "tiny_diffusers")
+    (label,) = {node["widgets_values"][0] for name in NAMES for node in of_type(load(name), "FiffDepthLoader")}
+    model = get_model(label)
+    checkpoint = install_stand_in(model, base / "models" / "fiffdepth", base / "stand_in_repo")
     pixels = write_inputs(base / "input")
     write_quiet_settings(base)
-    return pixels, base / "models" / "fiffdepth" / checkpoint
+    return pixels, checkpoint, model.family
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A headless ComfyUI (its pinned frontend) on a base directory made by ``prepare_base``."""
     base = tmp_path_factory.mktemp("comfy_workflows")
-    pixels, checkpoint = prepare_base(base)
+    pixels, checkpoint, family = prepare_base(base)
     with comfy_server(base) as url:
-        yield {"url": url, "base": base, "info": object_info(url), "pixels": pixels, "checkpoint": checkpoint}
+        yield {"url": url, "base": base, "info": object_info(url), "pixels": pixels, "checkpoint": checkpoint,
+               "family": family}
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +206,9 @@ def test_every_node_matches_object_info(server, name):
         assert [(o["name"], o["type"]) for o in node["outputs"]] == output_slots(info), where
         specs = {n: spec for n, spec, _ in ordered_inputs(info)}
         for input_name, value in widget_values(node, info).items():
-            if input_name not in linked_widgets(node):
+            if node["type"] == "FiffDepthLoader" and input_name == "model_name":  # a catalogue label: valid once
+                assert isinstance(value, str), where  # installed too, when the list shows the id (validate_inputs)
+            elif input_name not in linked_widgets(node):
                 check_widget_value(where, input_name, specs[input_name], value)
 
 
@@ -231,7 +239,7 @@ def run_image_workflow(server: dict) -> None:
     # random tiny model amplifies that to ~1e-3 at 768 px.
     pixels = np.ascontiguousarray(server["pixels"]).astype(np.float32) / 255.0  # [H,W,3], like PIL's array
     image = torch.from_numpy(pixels)[None].movedim(-1, 1)  # [1,3,H,W]
-    backbone = load_standalone(server["checkpoint"], dtype=torch.float32)
+    backbone = load_standalone(server["checkpoint"], dtype=torch.float32, family=server["family"])
     for key, node in prompt.items():
         if node["class_type"] != "FiffDepthSave":
             continue
@@ -278,7 +286,7 @@ def test_video_workflow_runs_end_to_end(server):
     # layout changes the resize's rounding, which the random tiny model amplifies (see the image test above).
     frames = torch.from_numpy(np.stack(list(read_frames(base / "input" / "example.mp4")))).float() / 255.0
     frames = frames.movedim(-1, 1)  # [T,3,H,W], channels-last strides
-    backbone = load_standalone(server["checkpoint"], dtype=torch.float32)
+    backbone = load_standalone(server["checkpoint"], dtype=torch.float32, family=server["family"])
     config = PredictConfig(processing_resolution=estimate["processing_resolution"], batch_size=estimate["batch_size"],
                            depth_pass=estimate["depth_pass"])
     with torch.inference_mode():
@@ -430,7 +438,7 @@ def test_registry_package_installs_and_runs(tmp_path):
     with zipfile.ZipFile(package) as archive:
         archive.extractall(base / "custom_nodes" / "fiffdepth")
     assert not (base / "custom_nodes" / "fiffdepth" / "tests").exists()
-    pixels, checkpoint = prepare_base(base)
+    pixels, checkpoint, family = prepare_base(base)
     with comfy_server(base, pack=None) as url:
         info = object_info(url)
         assert {"FiffDepthLoader", "FiffDepthEstimate", "FiffDepthSave", "FiffDepthColorize",
@@ -439,4 +447,5 @@ def test_registry_package_installs_and_runs(tmp_path):
         assert not [line for line in log.splitlines() if "IMPORT FAILED" in line and "fiffdepth" in line], log[-3000:]
         with urllib.request.urlopen(url + "/workflow_templates", timeout=10) as response:
             assert sorted(json.loads(response.read())["fiffdepth"]) == sorted(NAMES)
-        run_image_workflow({"url": url, "base": base, "info": info, "pixels": pixels, "checkpoint": checkpoint})
+        run_image_workflow({"url": url, "base": base, "info": info, "pixels": pixels, "checkpoint": checkpoint,
+                            "family": family})
