@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import frontend
-from comfy_server import PACK_ROOT, comfy_server
+from comfy_server import PACK_ROOT
 
 WORKFLOWS = PACK_ROOT / "workflows"
 EXPORTS = PACK_ROOT / "tests" / "data" / "frontend_exports"
@@ -52,13 +51,8 @@ def main() -> None:
     if frontend.chromium_path() is None:
         sys.exit("no chromium on PATH: apt-get install chromium")
     workflows = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(WORKFLOWS.glob("*.json"))}
-    with tempfile.TemporaryDirectory() as base:
-        root = args.front_end_root
-        if root == "newest":
-            _, root = frontend.install_frontend_package(Path(base) / "frontend")
-        frontend.write_quiet_settings(Path(base))
-        with comfy_server(Path(base), front_end_root=root) as url:
-            version, exported, problems = frontend.run(export_all(url, workflows))
+    with frontend.frontend_server(args.front_end_root) as url:
+        version, exported, problems = frontend.run(export_all(url, workflows))
     folder = args.out / version
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.json"):

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+from comfy_server import comfy_server
 from local_server import stop_process
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -227,3 +228,16 @@ def install_frontend_package(dest: Path, version: str | None = None) -> tuple[st
 def run(coroutine):
     return asyncio.run(coroutine)
 
+
+@contextmanager
+def frontend_server(front_end_root: str | None):
+    """A ComfyUI server in a temporary base folder with quiet frontend settings; yields its URL. ``front_end_root``:
+    a frontend package's ``static/`` folder, ``newest`` (installed from PyPI into that folder), or None (the pinned
+    frontend of ComfyUI's requirements)."""
+    with tempfile.TemporaryDirectory() as base:
+        root = front_end_root
+        if root == "newest":
+            _, root = install_frontend_package(Path(base) / "frontend")
+        write_quiet_settings(Path(base))
+        with comfy_server(Path(base), front_end_root=root) as url:
+            yield url

@@ -15,11 +15,9 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import frontend
-from comfy_server import comfy_server
 
 # The cards, in page order, whose title is one of the pack's template names (frontends title a custom node's
 # template with its file name): the card is the title's nearest ancestor holding an <img> (1.5x loads thumbnails as
@@ -92,13 +90,8 @@ def main() -> None:
             names = await page.js("fetch('/workflow_templates').then(r => r.json()).then(t => t.fiffdepth)")
             return version, await read_browser(page, "fiffdepth", names, args.out)
 
-    with tempfile.TemporaryDirectory() as base:
-        root = args.front_end_root
-        if root == "newest":
-            _, root = frontend.install_frontend_package(Path(base) / "frontend")
-        frontend.write_quiet_settings(Path(base))
-        with comfy_server(Path(base), front_end_root=root) as url:
-            version, cards = frontend.run(browse(url))
+    with frontend.frontend_server(args.front_end_root) as url:
+        version, cards = frontend.run(browse(url))
     print(f"frontend {version}: {len(cards)} cards; screenshot {args.out}")
     for card in cards:
         print(json.dumps(card, ensure_ascii=False))
