@@ -242,14 +242,18 @@ DEPTH_TIPS = """- `controlnet`: near = white, robustly normalised, at the input 
 input's size."""
 
 
+def depth_note(title: str) -> str:
+    """The start of every depth template's Read-me note: its heading, the depth model it runs, your own checkpoint."""
+    return f"## {title}\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
+
+
 def tree(*lines: str) -> str:
     return "```\nComfyUI/\n└── models/\n" + "\n".join(lines) + "\n```"
 
 
 def image_to_depth(info: dict) -> dict:
     g = Graph(info)
-    g.note("## FiffDepth: image → depth\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
-                  + tree(*fiffdepth_tree()) +
+    g.note(depth_note("FiffDepth: image → depth") + tree(*fiffdepth_tree()) +
                   "\n\n**Two passes of the same model**\n- **detailed** (t = 0): the paper's one-pass depth.\n"
                   "- **filtered** (an extra t = −1 pass): smoother low-frequency depth. Only FiffDepth checkpoints "
                   "have it, so its group starts muted: with your own checkpoint, select the group's nodes and press "
@@ -296,7 +300,7 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
            "`diffusion_pytorch_model.safetensors`), `diffusers_xl_depth_mid` / `_small`, or any SDXL checkpoint."
            if sdxl else
            "`control_v11f1p_sd15_depth.pth` (the original) works too; any SD 1.5 checkpoint does.")
-    g.note(f"## FiffDepth → {family} depth ControlNet\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
+    g.note(depth_note(f"FiffDepth → {family} depth ControlNet") +
            f"**{family}** → `models/checkpoints/{ckpt}`\n\n**Depth ControlNet** → `models/controlnet/{cn}`\n\n"
            + alt + "\n\n" + tree("    ├── checkpoints/", f"    │   └── {ckpt}",
                                  "    ├── controlnet/", f"    │   └── {cn}",
@@ -359,8 +363,7 @@ def controlnet_workflow(info: dict, sdxl: bool) -> dict:
 
 def video_depth(info: dict) -> dict:
     g = Graph(info)
-    g.note("## FiffDepth: video frames → depth (no flicker)\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
-           + tree(*fiffdepth_tree()) +
+    g.note(depth_note("FiffDepth: video frames → depth (no flicker)") + tree(*fiffdepth_tree()) +
            "\n\n**Video** → `ComfyUI/input/` (or use the upload button of **Load Video**).\n\n"
            "`temporal = stabilize` treats the frames as one clip: each frame's depth is matched in scale and shift "
            "to a running reference (scene cuts restart it), then each pixel's small frame-to-frame jitter is "

@@ -19,9 +19,8 @@ MODELS = {
 def video_controlnet_wan(info: dict, lib) -> dict:
     lib.MODELS.update(MODELS)
     g, models = lib.Graph(info), lib.models
-    g.note("## FiffDepth → Wan 2.1 VACE: video guided by steady depth\n\n" + lib.DEPTH_NOTE + "\n\n"
-           + lib.FIFFDEPTH_FILES
-           + "\n\n**Wan 2.1 VACE 1.3B** (ComfyUI's own repackaged files):\n"
+    g.note(lib.depth_note("FiffDepth → Wan 2.1 VACE: video guided by steady depth")
+           + "**Wan 2.1 VACE 1.3B** (ComfyUI's own repackaged files):\n"
            f"- `models/diffusion_models/{WAN_VACE}`\n- `models/text_encoders/{WAN_TE}`\n- `models/vae/{WAN_VAE}`\n\n"
            + lib.tree("    ├── diffusion_models/", f"    │   └── {WAN_VACE}", *lib.fiffdepth_tree(last=False),
                       "    ├── text_encoders/",
