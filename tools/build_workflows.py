@@ -242,8 +242,7 @@ DEPTH_TIPS = """- `controlnet`: near = white, robustly normalised, at the input 
 input's size."""
 
 
-def depth_note(title: str) -> str:
-    """The start of every depth template's Read-me note: its heading, the depth model it runs, your own checkpoint."""
+def depth_note(title: str) -> str:  # the start of every depth template's Read-me: heading, model, your own checkpoint
     return f"## {title}\n\n" + DEPTH_NOTE + "\n\n" + FIFFDEPTH_FILES + "\n\n"
 
 
@@ -254,12 +253,11 @@ def tree(*lines: str) -> str:
 def image_to_depth(info: dict) -> dict:
     g = Graph(info)
     g.note(depth_note("FiffDepth: image → depth") + tree(*fiffdepth_tree()) +
-                  "\n\n**Two passes of the same model**\n- **detailed** (t = 0): the paper's one-pass depth.\n"
-                  "- **filtered** (an extra t = −1 pass): smoother low-frequency depth. Only FiffDepth checkpoints "
-                  "have it, so its group starts muted: with your own checkpoint, select the group's nodes and press "
-                  "Ctrl+M to run it too.\n\n" + DEPTH_TIPS +
-                  "\n\n16-bit PNGs (depth × 65535) go to `output/FiffDepth/`; pick `npy` or `exr` in the save node "
-                  "for float32.", [-480, -30], [440, 560])
+           "\n\n**Two passes of the same model**\n- **detailed** (t = 0): the paper's one-pass depth.\n- **filtered** "
+           "(an extra t = −1 pass): smoother low-frequency depth. Only FiffDepth checkpoints have it, so its group "
+           "starts muted: with your own checkpoint, select the group's nodes and press Ctrl+M to run it too.\n\n"
+           + DEPTH_TIPS + "\n\n16-bit PNGs (depth × 65535) go to `output/FiffDepth/`; pick `npy` or `exr` in the "
+           "save node for float32.", [-480, -30], [440, 560])
     image = g.add("LoadImage", [0, 182], [330, 420], image="example.png")
     loader = g.add("FiffDepthLoader", [0, 0], [330, 146], model_name=DEPTH_MODEL, precision="auto", family="auto")
     detailed = g.add("FiffDepthEstimate", [400, 0], [330, 258], title="FiffDepth Estimate (detailed, t = 0)",
