@@ -95,3 +95,4 @@ def test_the_real_size_recipe_trains_validates_exports_and_resumes(tmp_path):
     assert steps and set(steps) == {2.0}  # AdamW's counters continued from the checkpoint, not from scratch
     predicts(run / "export")
     no_phase_above_training(second["memory"])
+    shutil.rmtree(run)  # ~10 GB of real-size weights and checkpoints: pytest keeps the last three runs' tmp_path
