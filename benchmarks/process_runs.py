@@ -131,7 +131,8 @@ def run_cli(argv: list[str]) -> int:
     for verb, phase in (("encode", "encode"), ("denoise", "UNet"), ("decode", "decode")):
         setattr(StandaloneBackbone, verb, timed(phase, getattr(StandaloneBackbone, verb)))
     cli._write = timed("writing", cli._write)
-    return cli.main(argv)
+    sys.argv = [sys.argv[0], *argv]
+    return cli.main()  # as the program runs it: argv from sys.argv
 
 
 def main() -> int:

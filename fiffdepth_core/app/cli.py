@@ -35,6 +35,7 @@ from ..method.devices import free_memory, resolve_device, resolve_dtypes
 from ..method.planning import check_decode, check_memory, plan_config
 from ..method.postprocess import controlnet_depth
 from ..method.predictor import NonFiniteOutputError, PredictConfig, predict_depth
+from .allocator import keep_freed_memory
 from .claims import SharedRun, options_signature
 from .errors import EXIT_INTERRUPTED, report, setup_logging
 from .options import build_parser, check_args, parse_args
@@ -236,7 +237,7 @@ def _run_predict(args, group: ProcessGroup, stack: contextlib.ExitStack) -> int:
     checkpoint, family = resolve_checkpoint(args.checkpoint, args.family, args.models_dir,
                                             args.quiet or not processes.is_main)
     backbone = load_standalone(checkpoint, device=device, dtype=unet_dtype, vae_dtype=vae_dtype,
-                               channels_last=channels_last, family=family)
+                               channels_last=channels_last, family=family, mapped=True)
     if args.compile:
         backbone.compile()
     log.info("loaded %s (%s) on %s (UNet %s, VAE %s)", args.checkpoint, backbone.family.title, device, unet_dtype,
@@ -360,7 +361,11 @@ def _progress(total: int | None, quiet: bool, unit: str = "img", desc: str = "Fi
 
 def main(argv: list[str] | None = None, prog: str = "fiffdepth") -> int:
     """Run the command line; returns the exit status (0, :data:`~fiffdepth_core.app.errors.EXIT_ERROR` for every
-    error, 130 when interrupted). ``prog``: how the user started it, for usage lines."""
+    error, 130 when interrupted). ``prog``: how the user started it, for usage lines. Run as the program (``argv``
+    None: the console script, ``python -m fiffdepth_core``), it also tunes this process's allocator (allocator.py);
+    called with an argument list (from Python, in tests) it leaves the caller's process as it is."""
+    if argv is None:
+        keep_freed_memory()
     args = parse_args(build_parser(prog), argv)
     setup_logging(args.quiet)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # downloads show one bar of ours, not one per file

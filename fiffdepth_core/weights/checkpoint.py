@@ -274,13 +274,14 @@ def _exported_index(metadata: dict) -> dict | None:
     return {"_class_name": "FiffDepthPipeline"} if metadata.get("format", "").startswith("fiffdepth") else None
 
 
-def load_state_dict(info: CheckpointInfo, part: str) -> dict[str, torch.Tensor]:
-    """The ``unet`` or ``vae`` weights of a checkpoint, with diffusers key names."""
+def load_state_dict(info: CheckpointInfo, part: str, mapped: bool = False) -> dict[str, torch.Tensor]:
+    """The ``unet`` or ``vae`` weights of a checkpoint, with diffusers key names (``mapped``: see
+    :func:`~fiffdepth_core.weights.layout.read_safetensors`)."""
     if part not in ("unet", "vae"):
         raise ValueError(f"`part` must be 'unet' or 'vae', got {part!r}")
     if info.layout != "bundle":
-        return load_weights_file(info.weights[part])
-    return read_safetensors(info.path, prefix=f"{part}.")
+        return load_weights_file(info.weights[part], mapped)
+    return read_safetensors(info.path, prefix=f"{part}.", mapped=mapped)
 
 
 def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
@@ -314,9 +315,9 @@ def empty_embedding(info: CheckpointInfo) -> torch.Tensor:
 def instantiate(cls, config: dict, state_dict: dict[str, torch.Tensor], where: str,
                 dtype: torch.dtype | None = None):
     """Build a diffusers model from ``config`` on the meta device and adopt ``state_dict`` (strict)."""
-    # CPU kernels round differently on data that is not 64-byte aligned (outputs then vary by ~1e-6 from one load
-    # to the next): the readers of layout.py give aligned tensors; anything else (a cast, a tensor sliced out of a
-    # shared buffer) becomes a fresh, allocator-aligned copy here.
+    # CPU matrix products round differently on operands that are not 64-byte aligned (outputs then vary by ~1e-6
+    # from one load to the next): the readers of layout.py give aligned matrices; anything else (a cast, a tensor
+    # sliced out of a shared buffer, a misaligned matrix) becomes a fresh, allocator-aligned copy here.
     state_dict = {k: aligned(v, dtype if dtype is not None and v.is_floating_point() else v.dtype)
                   for k, v in state_dict.items()}
     try:
@@ -339,8 +340,11 @@ ALIGNMENT = 64  # bytes: what PyTorch's CPU allocator gives every allocation
 
 
 def aligned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``tensor`` in ``dtype`` on storage of its own that starts on a 64-byte boundary (a copy only if needed)."""
-    if (tensor.dtype == dtype and tensor.device.type == "cpu" and tensor.data_ptr() % ALIGNMENT == 0
+    """``tensor`` in ``dtype`` on storage of its own, a matrix (2-D) starting on a 64-byte boundary (a copy only if
+    needed). Other ranks (convolution kernels, biases, norms) compute bit-identically at any address, so a tensor
+    mapped from its file is kept where it is."""
+    if (tensor.dtype == dtype and tensor.device.type == "cpu"
+            and (tensor.ndim != 2 or tensor.data_ptr() % ALIGNMENT == 0)
             and tensor.storage_offset() == 0 and tensor.is_contiguous()
             and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()):
         return tensor
@@ -348,13 +352,18 @@ def aligned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                    vae_dtype: torch.dtype | None = None, channels_last: bool = False, family: str = "auto"):
+                    vae_dtype: torch.dtype | None = None, channels_last: bool = False, family: str = "auto",
+                    mapped: bool = False):
     """Load a checkpoint as a :class:`~fiffdepth_core.method.backbone.StandaloneBackbone` (needs diffusers).
 
     ``family`` is ``"auto"`` (detected from the checkpoint) or a family name (``fiffdepth``, ``lotus-d``, ...).
 
     ``channels_last`` stores the models and feeds them NHWC tensors (faster convolutions on GPUs and on the CPU;
     results differ from the default layout at fp32 rounding level).
+
+    ``mapped=True`` maps the weights that need no copy from the file instead of reading them first (a faster start
+    for a process that loads once, as the command line does; the file stays open while the models live). Results are
+    the same either way.
     """
     try:
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -367,9 +376,9 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", dtype:
     if embed.shape[-1] != info.unet_config.get("cross_attention_dim"):
         raise CheckpointError(f"{info.path}: the empty-prompt embedding has width {embed.shape[-1]} but the UNet's "
                               f"cross-attention expects {info.unet_config.get('cross_attention_dim')}")
-    unet = instantiate(UNet2DConditionModel, info.unet_config, load_state_dict(info, "unet"), f"{info.path} (unet)",
-                       dtype).to(device)
-    vae = instantiate(AutoencoderKL, info.vae_config, load_state_dict(info, "vae"), f"{info.path} (vae)",
+    unet = instantiate(UNet2DConditionModel, info.unet_config, load_state_dict(info, "unet", mapped),
+                       f"{info.path} (unet)", dtype).to(device)
+    vae = instantiate(AutoencoderKL, info.vae_config, load_state_dict(info, "vae", mapped), f"{info.path} (vae)",
                       vae_dtype or dtype).to(device)
     if channels_last:
         unet.to(memory_format=torch.channels_last)
