@@ -49,6 +49,7 @@ def main(argv=None) -> dict:
     p.add_argument("--scene", type=int, default=3)
     p.add_argument("--pump", type=float, default=0.25, help="0.25 = +-25 %% exposure")
     p.add_argument("--processing-resolution", type=int, default=64)
+    p.add_argument("--crf", type=int, default=16, help="H.264 quality of the clip (the writer's default 16; 0 = lossless)")
     args = p.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
             checkpoint = str(write_random_pipeline(folder / "tiny", geometry="tiny", seed=0))
         rgb = render(args.height, args.width, args.scene, 0)[0].transpose(1, 2, 0)  # [H,W,3] in [0,1]
         clip = folder / "pumping.mp4"
-        with VideoWriter(clip, 12) as out:
+        with VideoWriter(clip, 12, crf=args.crf) as out:
             for k in range(args.frames):
                 gain = 1 + args.pump * np.sin(2 * np.pi * k / 5)
                 out.write((np.clip(rgb * gain, 0, 1) * 255).round().astype(np.uint8))

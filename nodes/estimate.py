@@ -17,6 +17,7 @@ from ..fiffdepth_core.method import (
     PredictConfig,
     align_sequence,
     controlnet_depth,
+    level_exposure,
     plan_config,
     predict_depth,
 )
@@ -106,6 +107,8 @@ class FiffDepthEstimate(io.ComfyNode):
                 temporal="off") -> io.NodeOutput:
         backbone = HostBackbone(model, vae, empty_prompt_context(model, conditioning, clip))
         images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
+        if temporal != "off":  # frames of a clip: fast exposure changes out before the model (method/exposure.py)
+            images, _ = level_exposure(images)
         config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
                                depth_pass=depth_pass)
         free = compat.free_memory(backbone.patcher, backbone.device)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fiffdepth_core.app.cli import main
+from fiffdepth_core.method.exposure import level_exposure
 from fiffdepth_core.method.predictor import PredictConfig, predict_depth
 from fiffdepth_core.method.temporal import align_sequence
 from train.datasets.procedural_scene import render
@@ -48,14 +49,16 @@ def test_cli_finds_a_spliced_cut_at_its_frame_and_none_in_exposure_pumping(tmp_p
     messages = [r.getMessage() for r in caplog.records]
     assert "scene cut at frame 7 (the picture changes" in " ".join(messages)  # frames counted from 1 in the log
     assert "splice.mp4: 1 scene cut(s) in the picture; alignment restarted at each" in messages
-    pictures = decoded(clip)
+    as_decoded = decoded(clip)
+    pictures = level_exposure(as_decoded)[0]  # what the temporal modes predict from (method/exposure.py)
     with torch.inference_mode():
         raw = predict_depth(tiny_backbone, pictures, PredictConfig(processing_resolution=64))
+        unlevelled = predict_depth(tiny_backbone, as_decoded, PredictConfig(processing_resolution=64))
     expected, steps = align_sequence(raw, frames=pictures)
     assert [k for k, step in enumerate(steps) if step.cut] == [0, 6]
     saved = np.stack([np.load(out / "splice" / f"splice_{k:06d}.npy") for k in range(11)])
     assert np.abs(saved - expected.numpy()).max() <= 2e-4
-    _, depth_only = align_sequence(raw)  # the depth alone calls the random model's pumping frames cuts
+    _, depth_only = align_sequence(unlevelled)  # the depth alone calls the random model's pumping frames cuts
     assert sum(step.cut for step in depth_only[1:]) > 1
 
 
