@@ -30,7 +30,7 @@ DEBUG = ROOT / "train" / "configs" / "debug.yaml"
 CHILD = """
 import json, resource, sys
 from train.finetune import main
-result = main(sys.argv[1:])
+result = main()  # as the program runs it (argv from sys.argv)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print("@@RESULT@@" + json.dumps({"memory": result["memory"], "losses": result["losses"], "run_peak": peak}))
 """

@@ -71,3 +71,36 @@ def test_the_command_line_tunes_its_own_process_only(monkeypatch):
     with pytest.raises(SystemExit):
         cli.main()
     assert calls == [1]
+
+
+RETURN_PROBE = """
+import json, resource, sys
+import torch
+from fiffdepth_core.app.allocator import return_freed_memory
+done = return_freed_memory() if sys.argv[1] == "return" else False
+faults = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = torch.empty(24 * 2**20, dtype=torch.uint8).fill_(1)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    del block
+print(json.dumps({"done": done, "faults": faults}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
+                    reason="glibc's allocator")
+def test_training_on_the_cpu_hands_freed_blocks_back():
+    """Plain glibc raises its threshold after the first freed 24 MB block and keeps the next ones (no faults from the
+    third round on); with ``return_freed_memory`` every block is handed back and faulted in anew."""
+    def run(mode: str) -> dict:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))}
+        out = subprocess.run([sys.executable, "-c", RETURN_PROBE, mode], capture_output=True, text=True, check=True,
+                             cwd=ROOT, env={**clean, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    pages = 24 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    plain, returned = run("plain"), run("return")
+    assert returned["done"] is True and plain["done"] is False
+    assert min(plain["faults"][2:]) < pages // 10, plain
+    assert min(returned["faults"]) >= pages // 2, returned

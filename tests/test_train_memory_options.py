@@ -109,14 +109,22 @@ def test_budget_components_follow_from_the_parameter_counts():
     config = {"train": {"vae_dtype": "fp32", "grad_accum": 1, "optimizer": "adamw", "batch_size": 2,
                         "mixed_precision": "bf16", "gradient_checkpointing": True,
                         "ema": {"enabled": True, "on_cpu": True}}}
-    lines = {line.component.split(" (")[0]: line for line in
-             memory_budget(unet, vae, config, params, torch.device("cpu"), {"synthetic": (4, 4), "real": (4, 4)})}
+    def budget(leaf_per_pass: bool) -> dict:
+        return {line.component.split(" (")[0]: line for line in
+                memory_budget(unet, vae, config, params, torch.device("cpu"), {"synthetic": (4, 4), "real": (4, 4)},
+                              leaf_per_pass=leaf_per_pass)}
+
+    lines = budget(leaf_per_pass=False)  # several processes: autocast's cache, and the backward's buffers
     assert lines["UNet weights, trained"].device_bytes == 4 * n
     assert lines["gradients"].device_bytes == 4 * n
     assert lines["optimizer states"].device_bytes == 8 * n
     assert lines["EMA weights"].device_bytes == 0 and lines["EMA weights"].host_bytes == 4 * n
     assert lines["autocast bf16 weight copies"].device_bytes == 2 * n
+    assert lines["backward buffers of the four passes' gradients"].device_bytes == 2 * n
     assert lines["activations"].device_bytes > 0
+    single = budget(leaf_per_pass=True)  # one process: a leaf per pass, no cache, no buffers
+    assert single["autocast bf16 weight copies"].device_bytes == 2 * max(p.numel() for p in params)
+    assert "backward buffers of the four passes' gradients" not in single
     big = [p for p in params if p.numel() >= 4096]
     small = [p for p in params if p.numel() < 4096]
     expected = sum(2 * p.numel() + 8 * -(-p.numel() // 256) for p in big) + sum(8 * p.numel() for p in small)

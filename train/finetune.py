@@ -130,6 +130,11 @@ def latent_sizes(config: dict, datasets: dict) -> dict[str, tuple[int, int]]:
             for branch, found in datasets.items()}
 
 
+def single_process(accelerator) -> bool:
+    """Whether the run is one process (no DistributedDataParallel): the UNet passes then run on leaves of their own."""
+    return accelerator.num_processes == 1
+
+
 def setup(config: dict, args, accelerator, run: RunFolder, meter: PhaseMeter) -> Training:
     """Data, models, objective, optimizer, schedule and EMA, prepared for ``accelerator``; resumed if asked."""
     train_settings, optim_settings, loss_settings = config["train"], config["optim"], config["loss"]
@@ -139,13 +144,13 @@ def setup(config: dict, args, accelerator, run: RunFolder, meter: PhaseMeter) ->
     unet, vae, embed, base_dir = build_models(config, run.path, accelerator)
     weights = LossWeights(**{name: loss_settings[name] for name in ("mae", "gm", "keep", "gamma", "gm_scales")})
     objective = FiffDepthObjective(unet, vae, embed, sd2_alphas_cumprod(), weights,
-                                   loss_settings["detach_filter_input"])
+                                   loss_settings["detach_filter_input"], leaf_per_pass=single_process(accelerator))
     trainable, ema = trainable_setup(unet, train_settings, accelerator)
     optimizer = make_optimizer(trainable, optim_settings, train_settings["optimizer"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(optim_settings))  # once per optimizer step
     if accelerator.is_main_process:
-        log_budget(memory_budget(unet, vae, config, trainable, accelerator.device,
-                                 latent_sizes(config, datasets)), accelerator.device)
+        log_budget(memory_budget(unet, vae, config, trainable, accelerator.device, latent_sizes(config, datasets),
+                                 leaf_per_pass=single_process(accelerator)), accelerator.device)
     objective, optimizer = accelerator.prepare(objective, optimizer)
     checkpointed = (objective, optimizer, schedule, ema)
     vae.to(accelerator.device)
@@ -296,8 +301,18 @@ def main(argv=None) -> dict:
 
     train_settings = config["train"]
     run = RunFolder(args.output_dir)
-    accelerator = Accelerator(mixed_precision=train_settings["mixed_precision"],
+    from accelerate import PartialState
+    from accelerate.utils import AutocastKwargs
+
+    from fiffdepth_core.app.allocator import return_freed_memory
+
+    # one process: each UNet pass on leaves of its own (train/objective.py: own_leaves), so autocast must not cache
+    # a bf16 copy per leaf; several processes (DDP) keep autocast's weight cache
+    autocast = AutocastKwargs(cache_enabled=PartialState().num_processes > 1)
+    accelerator = Accelerator(mixed_precision=train_settings["mixed_precision"], kwargs_handlers=[autocast],
                               log_with=train_settings["trackers"] or None, project_dir=str(run.path / "logs"))
+    if argv is None and accelerator.device.type == "cpu":  # run as the program (not from Python, not in tests):
+        return_freed_memory()  # on the CPU its peak decides whether a run fits (fiffdepth_core/app/allocator.py)
     try:
         if accelerator.is_main_process:
             run.lock()  # held until this process ends: a second run on the folder stops here

@@ -129,9 +129,10 @@ def trace_activations(unet_config: dict, batch: int, latent_hw: tuple[int, int],
 
 
 def memory_budget(unet, vae, config: dict, trainable: list[torch.nn.Parameter], device: torch.device,
-                  latent_sizes: dict[str, tuple[int, int]]) -> list[BudgetLine]:
+                  latent_sizes: dict[str, tuple[int, int]], leaf_per_pass: bool = True) -> list[BudgetLine]:
     """The run's memory by component (see the module docstring). ``latent_sizes``: the largest latent ``(h, w)``
-    of each branch (``synthetic``, ``real``)."""
+    of each branch (``synthetic``, ``real``). ``leaf_per_pass``: a single-process run (each UNet pass on leaves of
+    its own, train/objective.py); several processes gather each weight's four gradients in a backward buffer."""
     train = config["train"]
     ids = {id(p) for p in trainable}
     frozen_unet = [p for p in unet.parameters() if id(p) not in ids]
@@ -147,10 +148,18 @@ def memory_budget(unet, vae, config: dict, trainable: list[torch.nn.Parameter], 
         lines.append(BudgetLine("EMA weights", 0 if on_cpu else _bytes(trainable), _bytes(trainable) if on_cpu else 0,
                                 "kept on the CPU" if on_cpu else ""))
     precision = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train["mixed_precision"])
-    if precision is not None:
-        copies = sum(p.numel() * 2 for p in trainable if p.dtype == torch.float32)
+    copies = sum(p.numel() * 2 for p in trainable if p.dtype == torch.float32)
+    if precision is not None and leaf_per_pass:
+        largest_copy = max((p.numel() * 2 for p in trainable if p.dtype == torch.float32), default=0)
+        lines.append(BudgetLine(f"autocast {train['mixed_precision']} weight copies", largest_copy,
+                                note="one weight at a time (no cache)"))
+    elif precision is not None:
         lines.append(BudgetLine(f"autocast {train['mixed_precision']} weight copies", copies,
                                 note="held during each forward"))
+    if not leaf_per_pass:
+        lines.append(BudgetLine("backward buffers of the four passes' gradients",
+                                copies if precision is not None else _bytes(trainable),
+                                note="several processes (DDP): gathered per weight"))
     batch = train["batch_size"]
     try:
         from fiffdepth_core.method import unwrap_module
