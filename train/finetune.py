@@ -301,16 +301,15 @@ def main(argv=None) -> dict:
 
     train_settings = config["train"]
     run = RunFolder(args.output_dir)
-    from accelerate import PartialState
     from accelerate.utils import AutocastKwargs
 
     from fiffdepth_core.app.allocator import return_freed_memory
 
-    # one process: each UNet pass on leaves of its own (train/objective.py: own_leaves), so autocast must not cache
-    # a bf16 copy per leaf; several processes (DDP) keep autocast's weight cache
-    autocast = AutocastKwargs(cache_enabled=PartialState().num_processes > 1)
-    accelerator = Accelerator(mixed_precision=train_settings["mixed_precision"], kwargs_handlers=[autocast],
+    accelerator = Accelerator(mixed_precision=train_settings["mixed_precision"],
                               log_with=train_settings["trackers"] or None, project_dir=str(run.path / "logs"))
+    if single_process(accelerator):  # each UNet pass on leaves of its own (train/objective.py: own_leaves): autocast
+        accelerator.autocast_handler = AutocastKwargs(cache_enabled=False)  # must not cache a copy per leaf
+        # (read when the objective is prepared; several processes (DDP) keep autocast's weight cache)
     if argv is None and accelerator.device.type == "cpu":  # run as the program (not from Python, not in tests):
         return_freed_memory()  # on the CPU its peak decides whether a run fits (fiffdepth_core/app/allocator.py)
     try:
