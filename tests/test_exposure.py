@@ -72,3 +72,11 @@ def test_the_random_models_pumping_clip_is_steadied_by_align_and_stabilize(tiny_
     stabilized, _ = align_sequence(raw, frames=level, stabilize=True)
     assert not any(step.cut for step in steps[1:])
     assert change(aligned) < off / 5 and change(stabilized) < off / 5, (off, change(aligned), change(stabilized))
+
+
+def test_a_clip_needing_no_gain_is_returned_without_a_copy():
+    frames = pumped(scene(2, (48, 64)), [1.0] * 4)
+    assert level_exposure(frames)[0] is frames  # a long steady clip in a host costs no second copy
+    pumping = pumped(scene(2, (48, 64)), PUMP[:4])
+    out = level_exposure(pumping)[0]
+    assert out is not pumping and out.stride() == pumping.stride()

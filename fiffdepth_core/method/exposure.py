@@ -107,7 +107,13 @@ def levelled(frames: Iterable[torch.Tensor], reach: int = REACH,
 
 
 def level_exposure(frames: torch.Tensor, reach: int = REACH) -> tuple[torch.Tensor, list[float]]:
-    """A ``[T,C,H,W]`` clip levelled (a new tensor; ``frames`` is not changed) and each frame's gain."""
+    """A ``[T,C,H,W]`` clip levelled and each frame's gain. ``frames`` is never changed: it is returned as it is when
+    no frame needs a gain (no copy of a long clip), else a copy with the levelled frames in place."""
     gains: list[float] = []
-    out = torch.stack(list(levelled(frames, reach, gains))) if len(frames) else frames.clone()
+    out = frames
+    for index, frame in enumerate(levelled(frames, reach, gains)):
+        if gains[index] != 1.0:
+            if out is frames:
+                out = frames.clone()
+            out[index] = frame
     return out, gains
