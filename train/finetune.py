@@ -310,8 +310,9 @@ def main(argv=None) -> dict:
     if single_process(accelerator):  # each UNet pass on leaves of its own (train/objective.py: own_leaves): autocast
         accelerator.autocast_handler = AutocastKwargs(cache_enabled=False)  # must not cache a copy per leaf
         # (read when the objective is prepared; several processes (DDP) keep autocast's weight cache)
-    if argv is None and accelerator.device.type == "cpu":  # run as the program (not from Python, not in tests):
-        return_freed_memory()  # on the CPU its peak decides whether a run fits (fiffdepth_core/app/allocator.py)
+    if argv is None and accelerator.device.type == "cpu" and config["model"].get("random_geometry") != "tiny":
+        # a real-size run on the CPU, as the program (not from Python, not in tests, not the tiny quick start):
+        return_freed_memory()  # its peak decides whether it fits (fiffdepth_core/app/allocator.py)
     try:
         if accelerator.is_main_process:
             run.lock()  # held until this process ends: a second run on the folder stops here
