@@ -8,8 +8,8 @@ does:
 
 1. Each frame is area-averaged to a grid of at most :data:`GRID` cells on its long edge (luminance).
 2. Its exposure relative to the previous frame is the median, over cells neither frame clips (no pixel of the cell
-   at :data:`BRIGHT` or more, the cell's mean above :data:`DARK`), of the log ratio of the two frames' cells: a global gain moves every cell by the
-   same log ratio, moving objects and noise are outvoted. The frame's log exposure (relative to its shot's first
+   at :data:`BRIGHT` or more, the cell's mean above :data:`DARK`), of the log ratio of the two frames' cells: a
+   global gain moves every cell by the same log ratio, moving objects and noise are outvoted. The frame's log exposure (relative to its shot's first
    frame) is the median, over the shot's last ``reach`` frames, of that frame's exposure plus this ratio: the
    consensus of several paths, where a chain of single steps would let each step's error (codec noise) drift.
 3. The target exposure is the brightest within ``reach`` frames either way in the same shot (the frames are
@@ -75,14 +75,14 @@ def levelled(frames: Iterable[torch.Tensor], reach: int = REACH,
     if reach < 0:
         raise ValueError(f"`reach` must be >= 0 frames, got {reach}")
     shots = ShotDetector()
-    pending: deque = deque()  # (index, shot, log exposure, frame) read but not delivered
+    pending: deque = deque()  # (shot, log exposure, frame) read but not delivered
     behind: deque = deque(maxlen=reach)  # (shot, log exposure) of the last delivered frames
     recent: deque = deque(maxlen=max(1, reach))  # (cells, log exposure) of the shot's last frames
     shot = 0
 
     def deliver() -> torch.Tensor:
-        index, frame_shot, own, frame = pending.popleft()
-        near = [e for s, e in behind if s == frame_shot] + [e for i, s, e, _ in pending if s == frame_shot]
+        frame_shot, own, frame = pending.popleft()
+        near = [e for s, e, *_ in (*behind, *pending) if s == frame_shot]
         log_gain = min(math.log(MAX_GAIN), max([own, *near]) - own)  # >= 0
         log_gain = 0.0 if log_gain < STEADY else log_gain
         behind.append((frame_shot, own))
@@ -99,7 +99,7 @@ def levelled(frames: Iterable[torch.Tensor], reach: int = REACH,
         # accumulate each step's error (codec noise) into a drift
         exposure = statistics.median([e + relative_exposure(c, cells) for c, e in recent]) if recent else 0.0
         recent.append((cells, exposure))
-        pending.append((index, shot, exposure, frame))
+        pending.append((shot, exposure, frame))
         if len(pending) > reach:
             yield deliver()
     while pending:

@@ -37,6 +37,7 @@ from .layout import (
     find_weights,
     listing,
     load_weights_file,
+    needs_alignment,
     read_json,
     read_safetensors,
     read_safetensors_header,
@@ -344,7 +345,7 @@ def aligned(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     needed). Other ranks (convolution kernels, biases, norms) compute bit-identically at any address, so a tensor
     mapped from its file is kept where it is."""
     if (tensor.dtype == dtype and tensor.device.type == "cpu"
-            and (tensor.ndim != 2 or tensor.data_ptr() % ALIGNMENT == 0)
+            and (not needs_alignment(tensor.ndim) or tensor.data_ptr() % ALIGNMENT == 0)
             and tensor.storage_offset() == 0 and tensor.is_contiguous()
             and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()):
         return tensor

@@ -123,6 +123,12 @@ MAX_HEADER = 100 * 2**20  # the limit safetensors itself sets
 SAFETENSORS_ALLOWED = "a complete, undamaged .safetensors file"
 
 
+def needs_alignment(ndim: int) -> bool:
+    """Whether a weight of this rank must start on a 64-byte boundary for bit-identical results: matrices (the
+    operands of matrix products) do; convolution kernels, biases and norms compute the same at any address."""
+    return ndim == 2
+
+
 def read_safetensors(path: Path, prefix: str = "", mapped: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file whose names start with ``prefix`` (removed from the keys).
 
@@ -156,7 +162,8 @@ def read_safetensors(path: Path, prefix: str = "", mapped: bool = False) -> dict
             for name, (dtype, shape, begin, end) in sorted(entries.items(), key=lambda item: item[1][2]):
                 if not name.startswith(prefix):
                     continue
-                if mapping is not None and end > begin and len(shape) != 2 and (base + begin) % dtype.itemsize == 0:
+                if (mapping is not None and end > begin and not needs_alignment(len(shape))
+                        and (base + begin) % dtype.itemsize == 0):
                     tensor = torch.frombuffer(mapping, dtype=dtype, count=(end - begin) // dtype.itemsize,
                                               offset=base + begin).view(shape)
                 else:
