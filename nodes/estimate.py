@@ -15,10 +15,9 @@ from ..fiffdepth_core.method import (
     PASSES,
     TEMPORAL_MODES,
     PredictConfig,
-    align_sequence,
     controlnet_depth,
-    level_exposure,
     plan_config,
+    predict_aligned,
     predict_depth,
 )
 from . import compat
@@ -84,10 +83,11 @@ class FiffDepthEstimate(io.ComfyNode):
                                tooltip="Tiled VAE for images too large for memory (the UNet always sees the whole "
                                        "image). auto: only when needed"),
                 io.Combo.Input("temporal", options=list(TEMPORAL_MODES), default="off", optional=True,
-                               tooltip="Video: align treats the batch as consecutive frames and maps each frame's "
-                                       "depth onto a running reference (robust scale and shift; a scene cut in the "
-                                       "pictures restarts it), then rescales the whole clip to [0,1], so depth no "
-                                       "longer flickers. stabilize: align, then average each point's small "
+                               tooltip="Video: align treats the batch as consecutive frames (exposure flicker "
+                                       "levelled and the noise of still areas averaged out before the model) and "
+                                       "maps each frame's depth onto a running reference (robust scale and shift; "
+                                       "a scene cut in the pictures restarts it), then rescales the whole clip to "
+                                       "[0,1], so depth no longer flickers. stabilize: align, then average each point's small "
                                        "noise-level changes over time, following it along the optical flow of the "
                                        "frames, while larger ones (motion) pass at once: the steadiest video depth. "
                                        "Use with normalization whole_batch. off: each image's own depth (optional, "
@@ -107,19 +107,30 @@ class FiffDepthEstimate(io.ComfyNode):
                 temporal="off") -> io.NodeOutput:
         backbone = HostBackbone(model, vae, empty_prompt_context(model, conditioning, clip))
         images = image.movedim(-1, 1)  # [B,H,W,C] -> [B,C,H,W]
-        if temporal != "off":  # frames of a clip: fast exposure changes out before the model (method/exposure.py)
-            images, _ = level_exposure(images)
         config = PredictConfig(processing_resolution=processing_resolution, batch_size=max(1, batch_size),
                                depth_pass=depth_pass)
         free = compat.free_memory(backbone.patcher, backbone.device)
         config = plan_config(config, images.shape, free, backbone.dtype, vae.vae_dtype, vae_tiling, DEFAULT_TILE_SIZE,
                              auto_batch=batch_size == 0)
-        bar = comfy.utils.ProgressBar(1)
-        depth = predict_depth(backbone, images, config, progress=lambda done, total: bar.update_absolute(done, total),
-                              interrupt=mm.throw_exception_if_processing_interrupted,
-                              fallback=backbone.upcast if backbone.dtype != torch.float32 else None)  # [B,H,W]
-        if temporal != "off":  # [B,H,W], one depth scale for the whole clip, spanning [0,1]
-            depth, _ = align_sequence(depth, stabilize=temporal == "stabilize", frames=images)
+        bar, done, current = comfy.utils.ProgressBar(len(images)), [0], [backbone]
+
+        def upcast() -> HostBackbone:  # an fp16 overflow: this chunk and the rest run in fp32
+            current[0] = current[0].upcast()
+            return current[0]
+
+        def predict(frames: torch.Tensor) -> torch.Tensor:  # [b,C,H,W] -> [b,H,W], progress counted in frames
+            depth = predict_depth(current[0], frames, config, interrupt=mm.throw_exception_if_processing_interrupted,
+                                  progress=lambda step, steps: bar.update_absolute(
+                                      done[0] + len(frames) * step // steps, len(images)),
+                                  fallback=upcast if current[0].dtype != torch.float32 else None)
+            done[0] += len(frames)
+            return depth
+
+        if temporal == "off":
+            depth = predict(images)  # [B,H,W]
+        else:  # frames of a clip, steadied before the model a chunk at a time (no second copy of the clip), aligned:
+            depth, _ = predict_aligned(predict, images, stabilize=temporal == "stabilize",  # [B,H,W] in one scale,
+                                       batch_size=config.batch_size)  # spanning [0,1]
         control = controlnet_depth(depth, normalization)[..., None].expand(-1, -1, -1, 3)  # [B,H,W,3]
         out = mm.intermediate_device()
         return io.NodeOutput(control.contiguous().to(out), depth.to(out))

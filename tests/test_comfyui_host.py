@@ -140,7 +140,7 @@ def test_temporal_align_in_the_host_equals_the_core_alignment(host):
     """``temporal=align`` on a batch of frames: the standalone depth aligned by ``align_sequence`` with the batch's
     pictures (cuts from the pictures); ``stabilize``: the same with the flow-guided filter; off: unchanged. A splice
     of two scenes is cut at its frame, as the core finds it."""
-    from fiffdepth_core.method.exposure import level_exposure
+    from fiffdepth_core.method.denoise import steady_clip
     from fiffdepth_core.method.temporal import align_sequence
 
     nodes, base = host
@@ -151,25 +151,25 @@ def test_temporal_align_in_the_host_equals_the_core_alignment(host):
     control, aligned = run_host(nodes, frames, processing_resolution=64, temporal="align",
                                 normalization="whole_batch")
     assert (raw - expected).abs().max().item() <= FP32_TOL
-    frames = level_exposure(frames)[0]  # what the temporal modes predict from (the core's exposure levelling)
-    expected = standalone_depth(base / "models" / "tiny", frames, processing_resolution=64)
-    reference, steps = align_sequence(expected, frames=frames)
+    pictures = steady_clip(frames)  # what the temporal modes predict from (levelled, still areas denoised)
+    expected = standalone_depth(base / "models" / "tiny", pictures, processing_resolution=64)
+    reference, steps = align_sequence(expected, frames=pictures)
     assert not any(step.cut for step in steps[1:])  # one shot: the pictures say so, whatever the random depth does
     assert (aligned - reference).abs().max().item() <= 10 * FP32_TOL
     assert float(aligned.min()) == 0.0 and float(aligned.max()) == 1.0
     assert (aligned - raw).abs().max().item() > 1e-3  # alignment changed something
     assert (control[..., 0] - controlnet_depth(reference, "whole_batch")).abs().max().item() <= 1e-3
     _, steady = run_host(nodes, frames, processing_resolution=64, temporal="stabilize", normalization="whole_batch")
-    reference, steps = align_sequence(expected, stabilize=True, frames=frames)
+    reference, steps = align_sequence(expected, stabilize=True, frames=pictures)
     assert (steady - reference).abs().max().item() <= 10 * FP32_TOL
-    assert (steady - align_sequence(expected, frames=frames)[0]).abs().max().item() > 1e-3  # the filter did work
+    assert (steady - align_sequence(expected, frames=pictures)[0]).abs().max().item() > 1e-3  # the filter did work
     # a splice: a pan over another picture, three frames, after the first pan
     other = seeded_images(1, 64, 96 + 3, seed=9)
     spliced = torch.cat([frames, *(other[..., k:k + 96] for k in range(3))])  # [8,3,64,96]
     _, depth = run_host(nodes, spliced, processing_resolution=64, temporal="align")
-    spliced = level_exposure(spliced)[0]
-    expected = standalone_depth(base / "models" / "tiny", spliced, processing_resolution=64)
-    reference, steps = align_sequence(expected, frames=spliced)
+    pictures = steady_clip(spliced)
+    expected = standalone_depth(base / "models" / "tiny", pictures, processing_resolution=64)
+    reference, steps = align_sequence(expected, frames=pictures)
     assert [k for k, step in enumerate(steps) if step.cut] == [0, 5]
     assert (depth - reference).abs().max().item() <= 10 * FP32_TOL
     assert (depth - align_sequence(expected)[0]).abs().max().item() > 1e-3  # not the depth-only rule's answer

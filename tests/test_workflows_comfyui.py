@@ -268,7 +268,7 @@ def test_video_workflow_runs_end_to_end(server):
 
     from fiffdepth_core.app.video import probe_video, read_frames
     from fiffdepth_core.method.predictor import PredictConfig, predict_depth
-    from fiffdepth_core.method.exposure import level_exposure
+    from fiffdepth_core.method.denoise import steady_clip
     from fiffdepth_core.method.temporal import align_sequence
     from fiffdepth_core.weights.checkpoint import load_standalone
 
@@ -290,7 +290,7 @@ def test_video_workflow_runs_end_to_end(server):
     backbone = load_standalone(server["checkpoint"], dtype=torch.float32, family=server["family"])
     config = PredictConfig(processing_resolution=estimate["processing_resolution"], batch_size=estimate["batch_size"],
                            depth_pass=estimate["depth_pass"])
-    frames = level_exposure(frames)[0]  # the temporal modes predict from exposure-levelled frames
+    frames = steady_clip(frames)  # the temporal modes predict from steadied frames (levelled, still areas denoised)
     with torch.inference_mode():
         expected = align_sequence(predict_depth(backbone, frames, config), stabilize=True,
                                   frames=frames)[0].numpy()  # [T,H,W]: cuts and flow from the same pictures

@@ -56,7 +56,8 @@ def build_parser(prog: str = "fiffdepth") -> argparse.ArgumentParser:
                    help="ControlNet output: normalise each image, or the whole run at once (default: per_image for "
                    "images, whole_batch for videos and --temporal align/stabilize)")
     p.add_argument("--temporal", default="auto", choices=("auto", *TEMPORAL_MODES),
-                   help="align: treat a video (or the images, in name order) as one clip and align each frame's "
+                   help="align: treat a video (or the images, in name order) as one clip, level exposure flicker "
+                   "and average out the noise of still areas before the model, and align each frame's "
                    "depth in scale and shift to a running reference, so it does not flicker; the clip's depth is "
                    "then rescaled as a whole to [0,1]. stabilize: align, then average each pixel's noise-level "
                    "changes over a few frames (larger changes pass at once); the steadiest video depth. off: each "

@@ -26,7 +26,7 @@ import torch
 
 from ..method.postprocess import controlnet_depth
 from ..method.stats import quantiles
-from ..method.exposure import levelled
+from ..method.denoise import steady_frames
 from ..method.temporal import AlignConfig, TemporalAligner, unit_range
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,8 @@ def first_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor],
     ``"stabilize"``); returns the aligner (its ``cuts`` and ``unsteady`` counts), None with ``temporal="off"``.
     ``pictures``: the frames themselves decide scene cuts and guide the filter (else the depth alone)."""
     aligner = TemporalAligner(align, stabilize=temporal == "stabilize") if temporal != "off" else None
-    if aligner is not None and pictures:  # fast exposure changes out before the model (method/exposure.py)
-        frames = levelled(frames)
+    if aligner is not None and pictures:  # exposure levelled, still areas' noise out, before the model (denoise.py)
+        frames = steady_frames(frames)
     for batch in batched(frames, batch_size):  # [B,3,H,W]
         depths = predict(batch)  # [B,H,W]
         for depth, picture in zip(depths, batch):
@@ -184,7 +184,7 @@ def stream_pass(frames: Iterable[torch.Tensor], predict: Callable[[torch.Tensor]
     half = window // 2
     aligner = TemporalAligner(align, stabilize=temporal == "stabilize") if temporal != "off" else None
     if aligner is not None and pictures:
-        frames = levelled(frames)
+        frames = steady_frames(frames)
     pending: deque = deque()  # (index, shot, depth [H,W]) predicted but not written
     history: deque = deque()  # (index, shot, bounds [4]) of pending frames and up to `half` frames before them
     count = shot = 0

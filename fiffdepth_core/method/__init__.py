@@ -12,11 +12,12 @@ from .losses import (LossWeights, depth_loss, latent_valid_mask, masked_mse, sd2
                      trajectory_targets)
 from .metrics import ALIGNMENTS, DEPTH_METRICS, MIN_EVAL_DEPTH, align, boundary_f1, evaluate_depth, mean_metrics
 from .planning import InsufficientMemoryError, MEMORY_HEADROOM, check_decode, check_memory, plan_config, vae_bytes
+from .denoise import steady_clip, steady_frames
 from .exposure import level_exposure
 from .postprocess import NORMALIZATIONS, colorize, controlnet_depth
 from .predictor import (DEFAULT_PROCESSING_RESOLUTION, MAX_PROCESSING_RESOLUTION, NonFiniteOutputError, PASSES,
                         PredictConfig, predict_depth, predict_depth_latent)
-from .temporal import TEMPORAL_MODES, align_sequence
+from .temporal import TEMPORAL_MODES, align_sequence, predict_aligned
 from .tiling import DEFAULT_TILE_SIZE, TileConfig
 from .video_metrics import clip_scores, temporal_change
 
@@ -27,7 +28,8 @@ __all__ = [
     "PASSES", "PRECISIONS", "PredictConfig", "StandaloneBackbone", "TEMPORAL_MODES", "TileConfig", "align",
     "align_sequence", "boundary_f1", "check_decode", "check_memory", "clip_scores", "colorize", "controlnet_depth",
     "depth_loss", "detect_family", "disparity_to_depth_target", "evaluate_depth", "free_memory", "get_family",
-    "latent_valid_mask", "level_exposure", "masked_mse", "mean_metrics", "normalize_depth", "plan_config", "predict_depth",
-    "predict_depth_latent", "resize", "resolve_device", "resolve_dtypes", "sd2_alphas_cumprod", "temporal_change",
-    "timestep_batch", "to_rgb", "total_loss", "training_family", "trajectory_targets", "unwrap_module", "vae_bytes",
+    "latent_valid_mask", "level_exposure", "masked_mse", "mean_metrics", "normalize_depth", "plan_config",
+    "predict_aligned", "predict_depth", "predict_depth_latent", "resize", "resolve_device", "resolve_dtypes",
+    "sd2_alphas_cumprod", "steady_clip", "steady_frames", "temporal_change", "timestep_batch", "to_rgb", "total_loss",
+    "training_family", "trajectory_targets", "unwrap_module", "vae_bytes",
 ]

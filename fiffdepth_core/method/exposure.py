@@ -67,14 +67,15 @@ def relative_exposure(previous: torch.Tensor, current: torch.Tensor) -> float:
     return float((current[usable].log() - previous[usable].log()).median())
 
 
-def levelled(frames: Iterable[torch.Tensor], reach: int = REACH,
-             gains: list[float] | None = None) -> Iterator[torch.Tensor]:
+def levelled(frames: Iterable[torch.Tensor], reach: int = REACH, gains: list[float] | None = None,
+             shots: list[int] | None = None) -> Iterator[torch.Tensor]:
     """The ``[C,H,W]`` frames (float in [0, 1], as the predictor takes them) levelled, in order, each delivered once
-    ``reach`` more have been read (see the module docstring); the input frames are not changed. ``gains`` (a list)
-    receives each frame's gain."""
+    ``reach`` more have been read (see the module docstring); the input frames are not changed. ``gains`` and
+    ``shots`` (lists) receive each frame's gain and shot (0, 1, ... as picture cuts start new ones) before it is
+    delivered."""
     if reach < 0:
         raise ValueError(f"`reach` must be >= 0 frames, got {reach}")
-    shots = ShotDetector()
+    detector = ShotDetector()
     pending: deque = deque()  # (shot, log exposure, frame) read but not delivered
     behind: deque = deque(maxlen=reach)  # (shot, log exposure) of the last delivered frames
     recent: deque = deque(maxlen=max(1, reach))  # (cells, log exposure) of the shot's last frames
@@ -88,11 +89,13 @@ def levelled(frames: Iterable[torch.Tensor], reach: int = REACH,
         behind.append((frame_shot, own))
         if gains is not None:
             gains.append(math.exp(log_gain))
+        if shots is not None:
+            shots.append(frame_shot)
         return frame if log_gain == 0.0 else (frame * math.exp(log_gain)).clamp_(0.0, 1.0)
 
     for index, frame in enumerate(frames):
         cells = cell_luma(frame)
-        if shots.update(frame) and index > 0:  # a new shot starts at its own exposure
+        if detector.update(frame) and index > 0:  # a new shot starts at its own exposure
             shot = shot + 1
             recent.clear()
         # against each of the shot's last frames, not the previous one only: a chain of single steps would

@@ -49,14 +49,18 @@ clip so that it spans exactly [0, 1] again without changing any frame relative t
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .denoise import steady_frames
 from .flow import BACKENDS
 from .shots import ShotDetector
 from .temporal_flow import FlowFilter
+
+CHUNK_BYTES = 1 << 30  # steadied frames predicted per call by predict_aligned (1 GB: 43 frames of 1080p)
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +358,11 @@ def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(), no
     for i, depth in enumerate(depths):
         out[i], step = aligner.update(depth, None if frames is None else frames[i])
         steps.append(step)
+    return _finish(out, aligner, normalize), steps
+
+
+def _finish(out: torch.Tensor, aligner: TemporalAligner, normalize: bool) -> torch.Tensor:
+    """Log the unsteady frames; with ``normalize``, map the clip's aligned depth ``out`` (in place) to [0, 1]."""
     if aligner.unsteady:
         log.info("%d frame(s) whose depth disagreed with the clip's while the picture went on (an unsteady model); "
                  "aligned by range", aligner.unsteady)
@@ -362,4 +371,35 @@ def align_sequence(depths: torch.Tensor, config: AlignConfig = AlignConfig(), no
         if high > low:  # (x - low) / (high - low): exactly 0 and 1 at the ends, where scale * x + shift may miss by an ulp
             out.sub_(low).div_(high - low)
         out.clamp_(0.0, 1.0)  # only removes rounding error (a flat clip stays as it is)
-    return out, steps
+    return out
+
+
+def predict_aligned(predict: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, stabilize: bool = False,
+                    batch_size: int = 1, config: AlignConfig = AlignConfig(),
+                    chunk_bytes: int = CHUNK_BYTES) -> tuple[torch.Tensor, list[AlignStep]]:
+    """``align`` (``stabilize``) for a clip held in memory, ``frames`` ``[T,C,H,W]`` float in [0, 1]: the frames
+    steadied (:func:`.denoise.steady_frames`: exposure levelled, still areas denoised), predicted by ``predict``
+    (``[B,C,H,W]`` -> raw depth ``[B,H,W]``) a chunk at a time, each frame aligned (and filtered) with its steadied
+    picture, the clip normalised as :func:`align_sequence` does. A chunk is a multiple of ``batch_size`` frames of
+    about ``chunk_bytes`` (at least one batch), so memory holds the clip, its depth and one chunk of steadied
+    frames, never a second copy of the clip; each chunk is one ``predict`` call (a host that swaps models swaps
+    them once per chunk). Returns ``(aligned [T,H,W] float32, steps)``."""
+    if frames.ndim != 4 or frames.shape[0] == 0:
+        raise ValueError(f"`frames` must be a clip [T,C,H,W] with T >= 1, got shape {tuple(frames.shape)}")
+    per_frame = frames[0].numel() * frames.element_size()
+    batch_size = max(1, batch_size)
+    chunk = max(1, chunk_bytes // max(1, per_frame * batch_size)) * batch_size
+    aligner = TemporalAligner(config, stabilize)
+    out, steps, pending = None, [], []
+    for index, picture in enumerate(steady_frames(frames)):
+        pending.append(picture)
+        if len(pending) < chunk and index + 1 < len(frames):
+            continue
+        pictures, pending = torch.stack(pending), []  # [B,C,H,W]
+        for depth, steadied in zip(predict(pictures), pictures):
+            aligned, step = aligner.update(depth, steadied)
+            if out is None:
+                out = torch.empty((len(frames), *aligned.shape), dtype=torch.float32, device=aligned.device)
+            out[len(steps)] = aligned
+            steps.append(step)
+    return _finish(out, aligner, True), steps
