@@ -19,8 +19,11 @@ Clips, rendered by ``train/datasets/procedural_scene.py`` (exact planar depth; e
 Predictions: ``perturbed`` (each frame's true depth normalised like a model's output, then a random affine and
 Gaussian noise: a known answer), ``model`` (a checkpoint's predictions; on the camera clips each frame also gets a
 random exposure change, ``--exposure-jitter``) and ``random`` (the seeded random tiny model the tests use: an
-unsteady model). Scores (:mod:`fiffdepth_core.method.video_metrics`, one least-squares alignment per clip): temporal
-change at static points (``flicker``; the ground truth's own change there is the floor), AbsRel, and the scene cuts
+unsteady model). The models predict ``align`` and ``stabilize`` from the steadied pictures
+(:func:`fiffdepth_core.method.steady_clip`: exposure levelled, still areas denoised), as the CLI and the node do, and
+the other rows from the pictures as rendered. Scores (:mod:`fiffdepth_core.method.video_metrics`, one least-squares
+alignment per clip): temporal change at static points (``flicker``; the ground truth's own change there is the
+floor), AbsRel, and the scene cuts
 found (all false: every clip is one shot). Writes ``flicker.json`` and ``flicker.md`` to ``--out``. Not a test:
 nothing here asserts a figure.
 """
@@ -42,7 +45,8 @@ if __package__ in (None, ""):  # run as a script: reach the repository root
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fiffdepth_core.method import align_sequence, clip_scores, temporal_change  # noqa: E402
+from fiffdepth_core.method import (align_sequence, clip_scores, steady_clip, steady_frames,  # noqa: E402
+                                   temporal_change)
 from fiffdepth_core.method.video_metrics import align_clip  # noqa: E402
 from train.datasets.procedural_scene import render_path  # noqa: E402
 
@@ -119,13 +123,17 @@ def settle(pred: np.ndarray, gt: np.ndarray, start: int) -> int:
     return 0 if late.size == 0 else int(late[-1]) + 1
 
 
-def score(kind: str, clip: str, raw: np.ndarray, rgb: np.ndarray, gt: np.ndarray, short: int) -> list[dict]:
+def score(kind: str, clip: str, raw: np.ndarray, rgb: np.ndarray, gt: np.ndarray, short: int,
+          steady: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
+    """Rows of every mode; ``steady`` = (predictions, pictures) for the modes that use the pictures (default
+    ``raw``, ``rgb``)."""
     rows = []
     for name, (mode, pictures) in MODES.items():
         pred, cuts = raw, 0
         if mode is not None:
-            out, steps = align_sequence(torch.from_numpy(raw), stabilize=mode == "stabilize",
-                                        frames=torch.from_numpy(rgb) if pictures else None)
+            prediction, frames = steady if pictures and steady is not None else (raw, rgb)
+            out, steps = align_sequence(torch.from_numpy(prediction), stabilize=mode == "stabilize",
+                                        frames=torch.from_numpy(frames) if pictures else None)
             pred, cuts = out.numpy(), sum(step.cut for step in steps[1:])
         row = {"kind": kind, "clip": clip, "mode": name, "cuts": cuts, **clip_scores(pred, gt)}
         if clip == "step" and mode is not None:  # (off has no settled value: every frame is its own)
@@ -152,8 +160,9 @@ def table(rows: list[dict], floors: dict[str, float]) -> str:
 
 
 def flow_cost(repeats: int = 5) -> dict[str, float]:
-    """Seconds per 1280x720 frame of what the pictures add: the shot detector, and the flow-guided filter with each
-    flow backend, against the same-pixel filter (medians of ``repeats`` frames after one warm-up)."""
+    """Seconds per 1280x720 frame of what the pictures add: the shot detector, the flow-guided filter with each flow
+    backend, against the same-pixel filter (medians of ``repeats`` frames after one warm-up), and the steadying of
+    the pictures before the model (the mean over the clip)."""
     from fiffdepth_core.method.flow import resolve_backend
     from fiffdepth_core.method.shots import ShotDetector
     from fiffdepth_core.method.temporal import TemporalFilter
@@ -183,6 +192,9 @@ def flow_cost(repeats: int = 5) -> dict[str, float]:
             if k >= 2:  # the first call has no previous frame, the second warms up
                 times.append(time.perf_counter() - began)
         result[name] = float(np.median(times))
+    began = time.perf_counter()  # a stream: the mean over the clip (frames are delivered 10 late, then all at once)
+    count = sum(1 for _ in steady_frames(iter(rgb)))
+    result["steady pictures (exposure levelling, still-area denoising)"] = (time.perf_counter() - began) / count
     return result
 
 
@@ -234,11 +246,15 @@ def main(argv=None) -> dict:
     for scene in range(args.scenes):
         for clip, (rgb, gt) in clips(scene, args).items():
             floors.setdefault(clip, []).append(temporal_change(gt, gt))
-            rows += score("perturbed", clip, perturbed(gt, rng, args.noise), rgb, gt, args.short)
+            guess = perturbed(gt, rng, args.noise)
+            steadied = steady_clip(torch.from_numpy(rgb)).numpy()  # its flow follows the pictures the CLI would give
+            rows += score("perturbed", clip, guess, rgb, gt, args.short, (guess, steadied))
             for kind, backbone in models.items():
                 pictures = exposure_jitter(rgb, rng, args.exposure_jitter) if clip == "camera" else rgb
                 raw = predictions(backbone, pictures, args.processing_resolution)
-                rows += score(kind, clip, raw, pictures, gt, args.short)
+                steadied = steady_clip(torch.from_numpy(pictures)).numpy()
+                steady = (predictions(backbone, steadied, args.processing_resolution), steadied)
+                rows += score(kind, clip, raw, pictures, gt, args.short, steady)
         log.info("scene %d/%d done", scene + 1, args.scenes)
     floors = {clip: float(np.mean(values)) for clip, values in floors.items()}
     result = {"args": vars(args), "rows": rows, "gt_floor": floors, "seconds": round(time.perf_counter() - began, 1)}
