@@ -15,6 +15,7 @@ from fiffdepth_core.app.outputs import MANIFEST
 from fiffdepth_core.app.sequence import DepthCache, second_pass, sequence_quantiles, stream_pass
 from fiffdepth_core.method.postprocess import controlnet_depth
 from fiffdepth_core.method.predictor import PredictConfig, predict_depth
+from fiffdepth_core.method.denoise import steady_clip
 from fiffdepth_core.method.temporal import align_sequence
 from fiffdepth_testkit.images import seeded_images
 
@@ -111,9 +112,16 @@ def decoded_frames(clip) -> torch.Tensor:
     return torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in read_frames(clip)])  # [T,3,H,W]
 
 
-def expected_depths(backbone, clip) -> torch.Tensor:
+def steady_pictures(clip) -> torch.Tensor:
+    """What ``align`` and ``stabilize`` predict from and align with: the decoded frames, steadied (exposure levelled,
+    still areas denoised: method/denoise.py)."""
+    return steady_clip(decoded_frames(clip))
+
+
+def expected_depths(backbone, clip, temporal: str = "off") -> torch.Tensor:
+    pictures = decoded_frames(clip) if temporal == "off" else steady_pictures(clip)
     with torch.inference_mode():
-        return predict_depth(backbone, decoded_frames(clip), PredictConfig(processing_resolution=64))  # [T,H,W]
+        return predict_depth(backbone, pictures, PredictConfig(processing_resolution=64))  # [T,H,W]
 
 
 @pytest.mark.parametrize("temporal", ["off", "align", "stabilize"])
@@ -123,8 +131,8 @@ def test_cli_video_writes_frames_and_controlnet_video(clip, tiny_checkpoint, tin
                  "--batch-size", "4", "--format", "npy", "png16", "color", "--temporal", temporal,
                  "--output-dir", str(out), "-q"])
     assert code == 0
-    raw = expected_depths(tiny_backbone, clip)
-    pictures = decoded_frames(clip)  # the CLI aligns with the pictures: cuts and the filter's flow come from them
+    raw = expected_depths(tiny_backbone, clip, temporal)
+    pictures = steady_pictures(clip)  # the CLI aligns with the pictures: cuts and the filter's flow come from them
     expected = raw if temporal == "off" else align_sequence(raw, stabilize=temporal == "stabilize",
                                                             frames=pictures)[0]
     saved = np.stack([np.load(out / "walk" / f"walk_{k:06d}.npy") for k in range(6)])
@@ -283,8 +291,8 @@ def test_cli_stream_window_writes_the_clip_without_a_disk_cache(clip, tiny_check
     assert main(["predict", str(clip), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
                  "--temporal", "stabilize", "--stream-window", "4", "--format", "npy", "--output-dir", str(out),
                  "-q"]) == 0
-    raw = expected_depths(tiny_backbone, clip)
-    aligned, steps = align_sequence(raw, normalize=False, stabilize=True, frames=decoded_frames(clip))
+    raw = expected_depths(tiny_backbone, clip, "stabilize")
+    aligned, steps = align_sequence(raw, normalize=False, stabilize=True, frames=steady_pictures(clip))
     shots = np.cumsum([step.cut for step in steps]) - 1
     assert list(shots) == [0] * 6  # one shot: the pictures decide, not the random model's depth
     expected = window_reference(aligned.numpy(), list(shots), 4, True)
@@ -319,8 +327,9 @@ def test_cli_video_defaults_to_steady_depth_and_whole_clip_controlnet_bounds(cli
     out = tmp_path / "out"
     assert main(["predict", str(still), "--checkpoint", str(tiny_checkpoint), "--processing-resolution", "64",
                  "--format", "npy", "--output-dir", str(out), "-q"]) == 0
-    raw = expected_depths(tiny_backbone, still)
-    pictures = decoded_frames(still)
+    raw = expected_depths(tiny_backbone, still, "stabilize")
+    pictures = steady_pictures(still)  # the noise of this still shot is averaged out before the model
+    assert not torch.equal(pictures, decoded_frames(still))
     steady, steps = align_sequence(raw, stabilize=True, frames=pictures)
     assert not any(step.cut for step in steps[1:])
     saved = np.stack([np.load(out / "still" / f"still_{k:06d}.npy") for k in range(6)])
