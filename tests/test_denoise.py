@@ -97,6 +97,8 @@ def test_shots_are_never_mixed_and_frames_come_out_in_order():
     mixed = list(denoised(iter(clip), [0] * 5))  # one shot: the same frames are averaged
     assert not torch.equal(mixed[1], clip[1])
     assert list(denoised(iter([]), [])) == []
+    sizes = [grey, grey[:, :12], grey[:, :12]]  # a frame of another size starts afresh, like a new shot
+    assert [tuple(f.shape) for f in denoised(iter(sizes), [0] * 3)] == [(3, 24, 32), (3, 12, 32), (3, 12, 32)]
     assert all(torch.equal(a, b) for a, b in zip(denoised(iter(clip), [0] * 5, radius=0), clip))
     with pytest.raises(ValueError, match="`radius` must be >= 0"):
         list(denoised(iter(clip), [0] * 5, radius=-1))

@@ -155,7 +155,8 @@ def denoised(frames: Iterable[torch.Tensor], shots: Iterable[int], radius: int =
 
     last_shot = None
     for frame, shot in zip(frames, shots):
-        if window and last_shot != shot:  # a new shot: the last one's frames have all their neighbours
+        if window and (last_shot != shot or window[-1][0].shape != frame.shape):  # a new shot (or size): the
+            # last one's frames have all their neighbours
             while done < len(window):
                 yield deliver()
             window.clear()
