@@ -24,7 +24,7 @@ average, as a video editor's temporal noise reduction does:
    returned bit for bit: a clip without noise passes untouched where nothing moves.
 
 The channel means make every comparison a third of the work; a change of colour alone, at the same brightness, is
-not seen as motion (rare: such a pixel is averaged as if it were still). About 0.12 s per 1280 x 720 frame on two
+not seen as motion (rare: such a pixel is averaged as if it were still). About 0.09 s per 1280 x 720 frame on two
 CPU cores (``benchmarks/flicker.py --flow-cost``).
 
 The frames are delivered ``radius`` frames late (the CLI holds them back; the node has the whole batch).
