@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .exposure import REACH, levelled
+from .stats import box_mean
 
 BOX = 7  # pixels on the side of the neighbourhood a difference is averaged over
 RADIUS = 3  # frames either way averaged into a still pixel
@@ -57,24 +58,10 @@ def guide(frame: torch.Tensor) -> torch.Tensor:
     return frame.float().mean(0)
 
 
-def box_mean(values: torch.Tensor) -> torch.Tensor:
-    """``[H,W]`` mean of ``values`` ``[H,W]`` (float32, >= 0) over the :data:`BOX` x :data:`BOX` pixels around each
-    pixel (fewer at the edges), from running sums: a box of zeros gives exactly 0."""
-    half = BOX // 2
-    sums = values
-    for dim in (1, 0):  # along the rows, then the columns
-        padding = (half + 1, half) if dim == 1 else (0, 0, half + 1, half)
-        running = F.pad(sums, padding).cumsum(dim)
-        sums = running.narrow(dim, BOX, sums.shape[dim]) - running.narrow(dim, 0, sums.shape[dim])
-    rows, cols = ((torch.arange(n, device=values.device) + half).clamp(max=n - 1)
-                  - (torch.arange(n, device=values.device) - half).clamp(min=0) + 1 for n in values.shape)
-    return sums.clamp_(min=0.0).div_(rows[:, None] * cols[None, :])  # (rounding can leave -1e-7 where all is 0)
-
-
 def difference(neighbour: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
     """Step 1: ``[H,W]`` mean absolute difference of two guides ``[H,W]`` (:func:`guide`) over :data:`BOX` x
     :data:`BOX` pixels."""
-    return box_mean((neighbour - frame).abs())
+    return box_mean((neighbour - frame).abs(), BOX)
 
 
 def shifted_difference(neighbour: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .flow import FLOW_EDGE, consistent, pair_flows, prepare, resize_flow, resolve_backend, warp
 from .shots import frame_rgb
+from .stats import box_mean
 
 Q25_TO_SIGMA = 3.1388  # first quartile of |x| -> standard deviation of a normal distribution
 WINDOW = 5  # neighbourhood (px) over which the two histories are compared
@@ -50,11 +51,6 @@ def _quiet_sigma(change: torch.Tensor, usable: torch.Tensor, budget: int) -> flo
         values = change[rows, cols].reshape(-1)
     quartile = float(np.quantile(np.abs(values.double().cpu().numpy()), 0.25))
     return max(Q25_TO_SIGMA * quartile, 1e-12)
-
-
-def _box(values: torch.Tensor, size: int) -> torch.Tensor:
-    """Mean over each pixel's ``size`` x ``size`` neighbourhood (within the frame), ``[H,W]``."""
-    return F.avg_pool2d(values[None, None], size, stride=1, padding=size // 2, count_include_pad=False)[0, 0]
 
 
 def _upsample(grey: torch.Tensor, size: tuple[int, int], device) -> torch.Tensor:
@@ -99,7 +95,7 @@ class FlowFilter:
         sigma = _quiet_sigma((depth - along) / torch.sqrt(1.0 + 1.0 / along_count.clamp(min=1e-6)), tracked,
                              self.sample_pixels)
         # step 2: keep the same pixel's history unless the tracked one predicts this frame clearly better
-        better = _box((depth - self.estimate).square(), WINDOW) - _box((depth - along).square(), WINDOW)
+        better = box_mean((depth - self.estimate).square(), WINDOW) - box_mean((depth - along).square(), WINDOW)
         stay = torch.exp(-better.clamp(min=0.0) / (self.still_sigmas * sigma ** 2))
         stay = torch.where(tracked, stay, torch.ones_like(stay))
         history = along + stay * (self.estimate - along)
@@ -120,7 +116,7 @@ class FlowFilter:
             return gate
         before, _ = warp(_upsample(previous, tracked.shape, backward.device), backward)  # [1,H,W]
         now = _upsample(grey, tracked.shape, backward.device)[0]
-        residual = _box((before[0] - now).abs(), 3)
+        residual = box_mean((before[0] - now).abs(), 3)
         level = _quiet_sigma(residual, tracked, self.sample_pixels)
         still = torch.exp(-0.5 * (residual / (3.0 * level)).square()) * tracked
         return gate * (1.0 + (self.picture_gate - 1.0) * still)
