@@ -87,11 +87,11 @@ class FiffDepthEstimate(io.ComfyNode):
                                        "levelled and the noise of still areas averaged out before the model) and "
                                        "maps each frame's depth onto a running reference (robust scale and shift; "
                                        "a scene cut in the pictures restarts it), then rescales the whole clip to "
-                                       "[0,1], so depth no longer flickers. stabilize: align, then average each point's small "
-                                       "noise-level changes over time, following it along the optical flow of the "
-                                       "frames, while larger ones (motion) pass at once: the steadiest video depth. "
-                                       "Use with normalization whole_batch. off: each image's own depth (optional, "
-                                       "so prompts saved before it existed still run)"),
+                                       "[0,1], so depth no longer flickers. stabilize: align, then average each "
+                                       "point's small noise-level changes over time, following it along the optical "
+                                       "flow of the frames, while larger ones (motion) pass at once: the steadiest "
+                                       "video depth. Use with normalization whole_batch. off: each image's own depth "
+                                       "(optional, so prompts saved before it existed still run)"),
             ],
             outputs=[
                 io.Image.Output(display_name="controlnet", tooltip="3-channel, near = white, for depth ControlNets"),

@@ -98,11 +98,11 @@ def still_between(earlier: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
 
 
 def average_still(frame: torch.Tensor, neighbours: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                  ) -> torch.Tensor:
+                  own: torch.Tensor | None = None) -> torch.Tensor:
     """Steps 4-5 for one ``[C,H,W]`` frame: averaged with each ``(neighbour, its guide, still)``'s neighbour where
     ``still`` ``[H,W]`` (the picture stood still at every step from the one frame to the other) and the two agree
-    within the noise gate."""
-    own = guide(frame)
+    within the noise gate. ``own``: the frame's :func:`guide`, when it is at hand."""
+    own = guide(frame) if own is None else own
     total = votes = None
     for neighbour, neighbour_guide, still in neighbours:
         diff = difference(neighbour_guide, own)
@@ -126,19 +126,19 @@ def denoised(frames: Iterable[torch.Tensor], shots: Iterable[int], radius: int =
 
     def deliver() -> torch.Tensor:
         nonlocal done
-        frame, neighbours = window[done][0], []
+        (frame, own, _), neighbours = window[done], []
         before = range(done - 1, max(-1, done - radius - 1), -1)
         for side in (before, range(done + 1, min(len(window), done + radius + 1))):
             chain = None
             for k in side:  # outwards: still from the frame to this neighbour, step by step
                 link = window[k][2] if k < done else window[k - 1][2]
-                chain = link.clone() if chain is None else chain.logical_and_(link)
-                neighbours.append((window[k][0], window[k][1], chain.clone()))
+                chain = link if chain is None else chain & link  # a new mask each step: the links stay as they are
+                neighbours.append((window[k][0], window[k][1], chain))
         done += 1
         while done > radius:  # the frames further back are no one's neighbours any more
             window.popleft()
             done -= 1
-        return average_still(frame, neighbours)
+        return average_still(frame, neighbours, own)
 
     last_shot = None
     for frame, shot in zip(frames, shots):

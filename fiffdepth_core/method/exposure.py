@@ -9,9 +9,10 @@ does:
 1. Each frame is area-averaged to a grid of at most :data:`GRID` cells on its long edge (luminance).
 2. Its exposure relative to the previous frame is the median, over cells neither frame clips (no pixel of the cell
    at :data:`BRIGHT` or more, the cell's mean above :data:`DARK`), of the log ratio of the two frames' cells: a
-   global gain moves every cell by the same log ratio, moving objects and noise are outvoted. The frame's log exposure (relative to its shot's first
-   frame) is the median, over the shot's last ``reach`` frames, of that frame's exposure plus this ratio: the
-   consensus of several paths, where a chain of single steps would let each step's error (codec noise) drift.
+   global gain moves every cell by the same log ratio, moving objects and noise are outvoted. The frame's log
+   exposure (relative to its shot's first frame) is the median, over the shot's last ``reach`` frames, of that
+   frame's exposure plus this ratio: the consensus of several paths, where a chain of single steps would let each
+   step's error (codec noise) drift.
 3. The target exposure is the brightest within ``reach`` frames either way in the same shot (the frames are
    delivered ``reach`` frames late), so fast changes (flicker, hunting, a flash) are taken out and slow ones pass.
    Brightening to the brightest frame, not darkening to a middle one, is what makes the frames agree: highlights
